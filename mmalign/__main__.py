@@ -1,0 +1,3 @@
+from mmalign.cli.main import entry
+
+entry()

@@ -1,0 +1,281 @@
+"""Load a YAML config onto a dataclass schema and validate it before any heavy work.
+
+A config file may name base files with ``include: base.yaml`` (or a list); includes are merged
+first, in order, then the file itself, then command-line ``key=value`` overrides. OmegaConf
+interpolation (``${run.name}``) works across all of them. Every problem becomes a
+:class:`~mmalign.errors.ConfigError` whose single line names the file and line, or the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from mmalign.errors import ConfigError
+
+T = TypeVar("T")
+
+INCLUDE_KEY = "include"
+
+
+class _Origins:
+    """Maps a dotted key to the ``file:line`` it was last set at."""
+
+    def __init__(self) -> None:
+        self.where: dict[str, str] = {}
+
+    def record(self, path: Path, node: yaml.Node, prefix: str = "") -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                self.where[key] = f"{path}:{key_node.start_mark.line + 1}"
+                self.record(path, value_node, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                key = f"{prefix}.{i}"
+                self.where[key] = f"{path}:{item.start_mark.line + 1}"
+                self.record(path, item, key)
+
+    def locate(self, key: str) -> str | None:
+        while key:
+            if key in self.where:
+                return self.where[key]
+            key = key.rpartition(".")[0]
+        return None
+
+
+def _read_yaml(path: Path, origins: _Origins) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {exc.problem or exc.context}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: a config file must be a mapping of keys to values")
+    if node is not None:
+        origins.record(path, node)
+    return data
+
+
+def load_yaml_tree(path: str | Path, _origins: _Origins | None = None, _stack: tuple = ()) -> tuple[DictConfig, _Origins]:
+    """Read ``path`` and its includes (recursively) into one merged DictConfig."""
+    origins = _origins or _Origins()
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _stack:
+        raise ConfigError(f"{path}: include cycle through {' -> '.join(str(p) for p in _stack)}")
+    data = _read_yaml(path, origins)
+    includes = data.pop(INCLUDE_KEY, [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{origins.locate(INCLUDE_KEY) or path}: '{INCLUDE_KEY}' must be a file name or a list of them")
+    merged = OmegaConf.create()
+    for inc in includes:
+        inc_path = (path.parent / inc) if not Path(inc).is_absolute() else Path(inc)
+        if not inc_path.is_file():
+            raise ConfigError(f"{origins.locate(INCLUDE_KEY) or path}: included file not found: {inc}")
+        base, _ = load_yaml_tree(inc_path, origins, _stack + (resolved,))
+        merged = OmegaConf.merge(merged, base)
+    try:
+        merged = OmegaConf.merge(merged, OmegaConf.create(data))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    return merged, origins
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """Parse ``key=value`` strings (values are YAML: ``3``, ``true``, ``[1,2]``, ``null``)."""
+    cfg = OmegaConf.create()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(c.isspace() for c in key) or key.startswith(".") or key.endswith(".") or ".." in key:
+            raise ConfigError(f"bad override '{item}': expected key=value, e.g. train.lr=1e-5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"bad override '{item}': the value is not valid YAML") from None
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+def _schema_fields(schema: Any) -> dict[str, dataclasses.Field] | None:
+    if dataclasses.is_dataclass(schema):
+        return {f.name: f for f in dataclasses.fields(schema)}
+    return None
+
+
+def _field_type(schema: type, name: str) -> Any:
+    hints = typing.get_type_hints(schema)
+    return hints.get(name)
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else tp
+    return tp
+
+
+def _check_keys(node: Any, schema: type, prefix: str, origins: _Origins, source: str) -> None:
+    """Reject keys the schema does not know, with a did-you-mean suggestion."""
+    fields = _schema_fields(schema)
+    if fields is None or not isinstance(node, DictConfig):
+        return
+    for key in node.keys():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(sorted(fields))})"
+            where = origins.locate(full) or source
+            raise ConfigError(f"{where}: unknown key '{full}'{hint}")
+        tp = _unwrap_optional(_field_type(schema, key))
+        child = node._get_node(key)
+        if dataclasses.is_dataclass(tp):
+            _check_keys(child, tp, full, origins, source)
+        elif typing.get_origin(tp) in (list, Sequence) and isinstance(child, ListConfig):
+            (item_tp,) = typing.get_args(tp) or (None,)
+            if dataclasses.is_dataclass(item_tp):
+                for i, item in enumerate(child):
+                    _check_keys(item, item_tp, f"{full}.{i}", origins, source)
+        elif typing.get_origin(tp) is dict and isinstance(child, DictConfig):
+            args = typing.get_args(tp)
+            if len(args) == 2 and dataclasses.is_dataclass(args[1]):
+                for k in child.keys():
+                    _check_keys(child._get_node(k), args[1], f"{full}.{k}", origins, source)
+
+
+def _omegaconf_message(exc: OmegaConfBaseException) -> str:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return msg.rstrip(".")
+
+
+def _validate_ranges(obj: Any, prefix: str, origins: _Origins, source: str) -> None:
+    """Check ``metadata`` constraints on dataclass fields, then the dataclass's ``validate()``."""
+    if not dataclasses.is_dataclass(obj):
+        if isinstance(obj, list):
+            for i, item in enumerate(obj):
+                _validate_ranges(item, f"{prefix}.{i}", origins, source)
+        elif isinstance(obj, dict):
+            for k, item in obj.items():
+                _validate_ranges(item, f"{prefix}.{k}", origins, source)
+        return
+
+    def fail(key: str, message: str) -> None:
+        full = f"{prefix}.{key}" if prefix else key
+        where = origins.locate(full)
+        raise ConfigError(f"{where + ': ' if where else ''}{full}: {message}")
+
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        meta = f.metadata
+        if value is not None and meta:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if isinstance(value, float) and math.isnan(value):
+                    fail(f.name, "must be a number, got nan")
+                if "ge" in meta and value < meta["ge"]:
+                    fail(f.name, f"must be >= {meta['ge']}, got {value}")
+                if "gt" in meta and value <= meta["gt"]:
+                    fail(f.name, f"must be > {meta['gt']}, got {value}")
+                if "le" in meta and value > meta["le"]:
+                    fail(f.name, f"must be <= {meta['le']}, got {value}")
+                if "lt" in meta and value >= meta["lt"]:
+                    fail(f.name, f"must be < {meta['lt']}, got {value}")
+            if "choices" in meta and value not in meta["choices"]:
+                close = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                fail(f.name, f"must be one of {', '.join(map(str, meta['choices']))}; got '{value}'{hint}")
+            if meta.get("path") in ("file", "dir", "exists") and value != "":
+                p = Path(str(value)).expanduser()
+                kind = meta["path"]
+                ok = p.is_file() if kind == "file" else p.is_dir() if kind == "dir" else p.exists()
+                if not ok:
+                    fail(f.name, f"{'file' if kind == 'file' else 'directory' if kind == 'dir' else 'path'} not found: {value}")
+            if meta.get("nonempty") and not value:
+                fail(f.name, "must not be empty")
+        _validate_ranges(value, f"{prefix}.{f.name}" if prefix else f.name, origins, source)
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ConfigError as exc:
+            msg = str(exc)
+            key = msg.split(":", 1)[0].strip()
+            full = f"{prefix}.{key}" if prefix else key
+            where = origins.locate(full)
+            raise ConfigError(f"{where + ': ' if where else ''}{prefix + '.' if prefix else ''}{msg}") from None
+
+
+def load_config(path: str | Path | None, schema: type[T], overrides: Sequence[str] = ()) -> T:
+    """Load, merge, override, resolve and validate a config; return the schema instance.
+
+    ``path`` may be None to start from the schema defaults. Raises ConfigError with one line.
+    """
+    origins = _Origins()
+    source = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        tree, origins = load_yaml_tree(path)
+    else:
+        tree = OmegaConf.create()
+    over = parse_overrides(overrides)
+    for key in _dotted_keys(over):
+        origins.where[key] = f"override '{key}'"
+    tree = OmegaConf.merge(tree, over)
+    _check_keys(tree, schema, "", origins, source)
+    try:
+        structured = OmegaConf.merge(OmegaConf.structured(schema), tree)
+        OmegaConf.resolve(structured)
+        obj = OmegaConf.to_object(structured)
+    except MissingMandatoryValue as exc:
+        key = exc.full_key or "?"
+        raise ConfigError(f"{source}: missing required value '{key}'") from None
+    except InterpolationResolutionError as exc:
+        key = exc.full_key or "?"
+        raise ConfigError(f"{origins.locate(key) or source}: {key}: {_omegaconf_message(exc)}") from None
+    except (ValidationError, ConfigKeyError, OmegaConfBaseException) as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"{origins.locate(key) or source}: {key}: {_omegaconf_message(exc)}") from None
+    _validate_ranges(obj, "", origins, source)
+    return obj
+
+
+def _dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    if isinstance(cfg, DictConfig):
+        for k in cfg.keys():
+            full = f"{prefix}.{k}" if prefix else str(k)
+            keys.append(full)
+            keys.extend(_dotted_keys(cfg._get_node(k), full))
+    return keys
+
+
+def to_yaml(obj: Any) -> str:
+    """Render a schema instance (or any config) as YAML."""
+    return OmegaConf.to_yaml(OmegaConf.structured(obj) if dataclasses.is_dataclass(obj) else obj)

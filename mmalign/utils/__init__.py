@@ -1,0 +1,1 @@
+"""Small shared helpers: seeding, device choice, progress bars, atomic writes, run directories."""

@@ -1,0 +1,84 @@
+r"""Inference-aware alignment math (InfAlign): pure functions on tensors and arrays, no model code.
+
+Calibrated reward, transformed reward and the aligned policy:
+
+.. math::
+    c(x,y) = P_{z\sim ref}(r(x,z) < r(x,y)) + \tfrac12 P_{z\sim ref}(r(x,z) = r(x,y)),\qquad
+    \pi(y|x) \propto \pi_{ref}(y|x)\, e^{\Phi(c(x,y))/\beta}.
+
+Python API (what the trainer and the evaluators import):
+
+``calibrate(ref_rewards, rewards, ref_lengths=None)``
+    empirical c for candidate rewards against (ragged) reference rewards, any device.
+``CalibrationStore(path, policy_fingerprint=..., reward_fingerprint=...)``, ``prompt_key(text, media)``
+    reference rewards persisted per prompt; ``get/put/lookup/save``.
+``get_transform(name, t=None, k=None)``
+    :math:`\Phi` as a callable on numpy arrays and torch tensors (identity, log, exp, neg_exp, power).
+``get_procedure(name, n)``
+    standard / bon / won: win-rate functional on a grid and ``select`` on sampled rewards.
+``beta_for_kl(transform, kl)``, ``kl_divergence(transform, beta)``, ``win_rate(transform, beta, procedure, n)``
+    exact calculus of a tilt.
+``best_t(procedure, n, kl)``
+    best t of exp (BoN) / neg_exp (WoN) at a KL; returns a ``TunedTransform`` with ``.transform``
+    (t in ``.transform.t``), ``.beta`` and ``.win_rate``.
+``optimal_policy(procedure, n, kl)`` / ``optimal_transform(procedure, n, kl)``
+    the win-rate-optimal :math:`\Phi^*` (tabulated, callable on tensors).
+``frontier(procedure, n, kls, transforms)``, ``recommend(procedure, n, kl)``
+    the records behind ``mmalign frontier`` and ``mmalign frontier recommend``.
+"""
+
+from mmalign.align.analytic import (
+    OptimalPolicy,
+    TunedTransform,
+    best_t,
+    beta_for_kl,
+    evaluate,
+    kl_divergence,
+    make_grid,
+    optimal_policy,
+    optimal_transform,
+    policy_at_kl,
+    win_rate,
+)
+from mmalign.align.frontier import FrontierPoint, Recommendation, frontier, recommend
+from mmalign.align.procedures import PROCEDURES, Procedure, get_procedure
+from mmalign.align.transforms import ALL_TRANSFORMS, TRANSFORMS, Transform, get_transform
+
+_LAZY = {"CalibrationStore", "calibrate", "prompt_key"}  # need torch: imported on first use
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from mmalign.align import calibration
+
+        return getattr(calibration, name)
+    raise AttributeError(f"module 'mmalign.align' has no attribute {name!r}")
+
+
+__all__ = [
+    "ALL_TRANSFORMS",
+    "PROCEDURES",
+    "TRANSFORMS",
+    "CalibrationStore",
+    "FrontierPoint",
+    "OptimalPolicy",
+    "Procedure",
+    "Recommendation",
+    "Transform",
+    "TunedTransform",
+    "best_t",
+    "beta_for_kl",
+    "calibrate",
+    "evaluate",
+    "frontier",
+    "get_procedure",
+    "get_transform",
+    "kl_divergence",
+    "make_grid",
+    "optimal_policy",
+    "optimal_transform",
+    "policy_at_kl",
+    "prompt_key",
+    "recommend",
+    "win_rate",
+]

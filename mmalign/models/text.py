@@ -1,0 +1,314 @@
+"""The text adapter: a :class:`~mmalign.models.policy.Policy` over ``AutoModelForCausalLM``.
+
+Loading (local directory or hub id; dtype/device; LoRA via peft; 4/8-bit via bitsandbytes;
+gradient checkpointing) lives in :func:`load_text_policy`. Prompts become tokens through the chat
+template when the tokenizer has one (``chat_template: auto``); prompts are left-padded; a prompt
+that does not fit the context is an error naming it (``truncation: error``) or is cut from the
+left with a warning (``truncation: left``), never silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmalign.errors import UserError
+from mmalign.models.policy import Prompt, Samples, SequenceBatch, as_prompt
+from mmalign.models.sampler import positions_from_mask, sample_shared_prefix
+
+log = logging.getLogger(__name__)
+
+META_FILE = "mmalign_policy.json"
+
+
+class TextPolicy:
+    """A causal LM plus its tokenizer, implementing the Policy protocol."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, chat_template: str = "auto",
+                 max_prompt_tokens: int = 0, truncation: str = "error", reference_mode: str = "auto",
+                 base: str | None = None, quantization: str = "none") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.max_prompt_tokens = max_prompt_tokens
+        self.truncation = truncation
+        self.reference_mode = reference_mode
+        self.base = base
+        self.quantization = quantization
+        self.frozen = False
+        self.adapters_disabled = False
+        self._reference: TextPolicy | None = None
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def is_peft(self) -> bool:
+        return hasattr(self.model, "disable_adapter") and hasattr(self.model, "peft_config")
+
+    @property
+    def context_length(self) -> int:
+        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        ctx = getattr(config, "max_position_embeddings", None)
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if tok_max is not None and tok_max < 1_000_000:
+            ctx = min(ctx, tok_max) if ctx else tok_max
+        return int(ctx or 2048)
+
+    @property
+    def eos_ids(self) -> set[int]:
+        ids = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:
+            ids.update([gen_eos] if isinstance(gen_eos, int) else gen_eos)
+        return ids
+
+    def uses_chat_template(self) -> bool:
+        has = bool(getattr(self.tokenizer, "chat_template", None))
+        if self.chat_template == "on" and not has:
+            raise UserError("model.chat_template: 'on' but the tokenizer has no chat template")
+        return has if self.chat_template == "auto" else self.chat_template == "on"
+
+    # ----------------------------------------------------------------- tokens
+    def prompt_limit(self, max_new_tokens: int) -> int:
+        room = self.context_length - max_new_tokens
+        limit = min(room, self.max_prompt_tokens) if self.max_prompt_tokens else room
+        if limit < 1:
+            raise UserError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the "
+                            f"{self.context_length}-token context")
+        return limit
+
+    def encode_prompts(self, prompts: Sequence[str | Prompt], max_new_tokens: int = 0) -> list[list[int]]:
+        """Token ids of each prompt (chat template applied if in use), checked against the context."""
+        chat = self.uses_chat_template()
+        limit = self.prompt_limit(max_new_tokens)
+        out = []
+        for i, raw in enumerate(prompts):
+            p = as_prompt(raw)
+            if p.media:
+                raise UserError(f"prompt {i} has media items; a text policy cannot take them")
+            if chat:
+                text = self.tokenizer.apply_chat_template([{"role": "user", "content": p.text}],
+                                                          add_generation_prompt=True, tokenize=False)
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            else:
+                ids = self.tokenizer(p.text)["input_ids"]
+            if not ids:
+                if self.tokenizer.bos_token_id is None:
+                    raise UserError(f"prompt {i} is empty and the tokenizer has no BOS token to start from")
+                ids = [self.tokenizer.bos_token_id]
+            if len(ids) > limit:
+                if self.truncation == "error":
+                    raise UserError(
+                        f"prompt {i} has {len(ids)} tokens but at most {limit} fit (context "
+                        f"{self.context_length} minus {max_new_tokens} new tokens); shorten it or set "
+                        f"model.truncation=left")
+                msg = f"prompt {i}: {len(ids)} tokens truncated from the left to {limit}"
+                warnings.warn(msg, stacklevel=2)
+                log.warning(msg)
+                ids = ids[-limit:]
+            out.append(list(ids))
+        return out
+
+    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            if s:
+                ids[r, width - len(s):] = torch.tensor(s)
+                mask[r, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _right_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(1, max(len(s) for s in seqs))
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            if s:
+                ids[r, : len(s)] = torch.tensor(s)
+                mask[r, : len(s)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def encode(self, prompts: Sequence[str | Prompt], responses: Sequence[str], *,
+               add_eos: bool = False) -> SequenceBatch:
+        """Tokenise (prompt, response) text pairs, one row per pair; ``add_eos`` ends each response
+        with EOS (as supervised fine-tuning wants)."""
+        if len(prompts) != len(responses):
+            raise UserError(f"encode got {len(prompts)} prompts but {len(responses)} responses")
+        eos = self.tokenizer.eos_token_id
+        resp = [list(self.tokenizer(r, add_special_tokens=False)["input_ids"]) + ([eos] if add_eos else [])
+                for r in responses]
+        return self.batch_from_ids(prompts, self.encode_prompts(prompts, max(len(r) for r in resp)), resp)
+
+    def batch_from_ids(self, prompts: Sequence[str | Prompt], prompt_ids: Sequence[Sequence[int]],
+                       response_ids: Sequence[Sequence[int]]) -> SequenceBatch:
+        """A SequenceBatch from already tokenised rows."""
+        p_ids, p_mask = self._left_pad(prompt_ids)
+        r_ids, r_mask = self._right_pad(response_ids)
+        return SequenceBatch(prompt_ids=p_ids, prompt_mask=p_mask, response_ids=r_ids, response_mask=r_mask,
+                             prompt_index=torch.arange(len(prompts), device=self.device),
+                             prompts=[as_prompt(p) for p in prompts])
+
+    # ----------------------------------------------------------------- forward passes
+    def _context(self):
+        stack = contextlib.ExitStack()
+        if self.frozen:
+            stack.enter_context(torch.no_grad())
+        if self.adapters_disabled:
+            stack.enter_context(self.model.disable_adapter())
+        return stack
+
+    def logits(self, batch: SequenceBatch) -> torch.Tensor:
+        """Logits [R, T, V] predicting each response token (differentiable unless frozen)."""
+        ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1).to(self.device)
+        mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).to(self.device)
+        steps = batch.response_ids.shape[1]
+        with self._context():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                             use_cache=False, logits_to_keep=steps + 1)
+        return out.logits[:, :-1]
+
+    def score(self, batch: SequenceBatch, *, temperature: float = 1.0) -> torch.Tensor:
+        """Per-token log-probs [R, T] of the batch's responses (0 on padding)."""
+        logits = self.logits(batch).float()
+        if temperature != 1.0:
+            logits = logits / temperature
+        ids = batch.response_ids.to(logits.device)
+        logp = logits.log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
+        return logp * batch.response_mask.to(logp.device)
+
+    # ----------------------------------------------------------------- sampling
+    def sample(self, prompts: Sequence[str | Prompt], n: int = 1, *, max_new_tokens: int = 32,
+               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
+               stop: Sequence[str] = (), generator: torch.Generator | None = None,
+               response_prefix: Sequence[Sequence[int]] | None = None) -> Samples:
+        """Sample ``n`` continuations per prompt: one prefill per prompt, its KV cache shared by all
+        ``n`` rows. ``response_prefix`` (token ids per prompt) continues partial responses; the
+        returned responses then exclude the prefix."""
+        if n < 1:
+            raise UserError(f"n must be >= 1, got {n}")
+        if max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+            raise UserError("sampling needs temperature >= 0, 0 < top_p <= 1 and top_k >= 0")
+        if not prompts:
+            raise UserError("no prompts to sample from")
+        prompt_ids = self.encode_prompts(prompts, max_new_tokens)
+        prefixes = [list(p) for p in response_prefix] if response_prefix is not None else [[] for _ in prompts]
+        limit = self.context_length - max_new_tokens
+        full = []
+        for i, (p, pre) in enumerate(zip(prompt_ids, prefixes)):
+            if len(p) + len(pre) > limit:
+                raise UserError(f"prompt {i} plus its {len(pre)}-token response prefix exceeds the context")
+            full.append(p + pre)
+        ids, mask = self._left_pad(full)
+        stop = tuple(s for s in stop if s)
+        window = max((len(s) for s in stop), default=0) + 4
+
+        def stop_check(row: int, toks: list[int]) -> bool:
+            text = self.tokenizer.decode(toks[-window:], skip_special_tokens=True)
+            return any(s in text for s in stop)
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._context(), torch.no_grad():
+                out = sample_shared_prefix(
+                    self.model, {"input_ids": ids}, mask, n=n, max_new_tokens=max_new_tokens,
+                    eos_ids=self.eos_ids, pad_id=self.tokenizer.pad_token_id, temperature=temperature,
+                    top_p=top_p, top_k=top_k, greedy=greedy, stop_check=stop_check if stop else None,
+                    generator=generator)
+        finally:
+            self.model.train(was_training)
+        texts = []
+        for r in range(out.tokens.shape[0]):
+            toks = out.tokens[r][out.mask[r].bool()].tolist()
+            pre = prefixes[r // n]
+            text = self.tokenizer.decode(pre + toks, skip_special_tokens=True)
+            if pre:
+                text = text[len(self.tokenizer.decode(pre, skip_special_tokens=True)):]
+            if out.finish_reasons[r] == "stop":
+                cut = min((text.find(s) for s in stop if s in text), default=-1)
+                text = text[:cut] if cut >= 0 else text
+            texts.append(text)
+        p_ids, p_mask = self._left_pad(full)
+        return Samples(prompt_ids=p_ids.repeat_interleave(n, 0), prompt_mask=p_mask.repeat_interleave(n, 0),
+                       response_ids=out.tokens, response_mask=out.mask,
+                       prompt_index=torch.arange(len(prompts), device=self.device).repeat_interleave(n),
+                       prompts=[as_prompt(p) for p in prompts], logprobs=out.logprobs, texts=texts,
+                       finish_reasons=out.finish_reasons, n=n)
+
+    # ----------------------------------------------------------------- reference, params, saving
+    def _sibling(self, model: torch.nn.Module) -> TextPolicy:
+        other = TextPolicy(model, self.tokenizer, chat_template=self.chat_template,
+                           max_prompt_tokens=self.max_prompt_tokens, truncation=self.truncation,
+                           reference_mode=self.reference_mode, base=self.base, quantization=self.quantization)
+        other.frozen = True
+        return other
+
+    def reference(self) -> TextPolicy:
+        """The frozen reference, made on first call (call it before training starts):
+        ``adapter_disabled`` shares the weights and runs with LoRA adapters off (no extra memory);
+        ``copy`` is a deep copy. ``auto`` picks the former for LoRA policies."""
+        if self.frozen:
+            return self
+        if self._reference is None:
+            mode = self.reference_mode
+            if mode == "auto":
+                mode = "adapter_disabled" if self.is_peft else "copy"
+            if mode == "adapter_disabled":
+                if not self.is_peft:
+                    raise UserError("model.reference: 'adapter_disabled' needs a LoRA policy (set model.lora.enabled)")
+                ref = self._sibling(self.model)
+                ref.adapters_disabled = True
+            else:
+                try:
+                    model = copy.deepcopy(self.model)
+                except Exception as exc:  # e.g. some quantised layers refuse deepcopy
+                    raise UserError(f"cannot copy the model for a reference ({exc}); use LoRA with "
+                                    f"model.reference=adapter_disabled") from None
+                model.requires_grad_(False)
+                model.eval()
+                ref = self._sibling(model)
+            self._reference = ref
+        return self._reference
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        if self.frozen:
+            return []
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def save(self, directory: str | Path) -> None:
+        """Save in Hugging Face format with safetensors: LoRA adapters only for a peft policy
+        (plus ``mmalign_policy.json`` naming the base), else the full (possibly quantised) weights."""
+        if self.adapters_disabled:
+            raise UserError("cannot save an adapter-disabled reference; its weights are the base checkpoint")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        meta = {"kind": "text", "adapter": self.is_peft, "base": self.base if self.is_peft else None,
+                "quantization": self.quantization, "chat_template": self.chat_template}
+        (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    def train(self, mode: bool = True) -> TextPolicy:
+        self.model.train(mode)
+        return self
+
+    def eval(self) -> TextPolicy:
+        return self.train(False)

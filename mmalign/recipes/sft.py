@@ -1,0 +1,152 @@
+"""Recipe ``sft``: supervised fine-tuning on (prompt, response) demonstrations.
+
+    loss = - sum_{t in response} log pi(y_t | x, y_<t) / #response tokens
+
+Prompt tokens carry no loss. With ``train.packing`` examples are concatenated into
+``max_seq_len`` blocks (the loss mask still covers responses only). Held-out loss is logged before
+training, every ``train.eval_every`` steps and at the end. The run directory holds config.yaml,
+metrics.jsonl, run.log, checkpoints/step_*/ (resumable) and final/, a Hugging Face checkpoint
+(full weights or LoRA adapter) that every other verb loads with ``model.path: <run>/final``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mmalign.config import to_yaml
+from mmalign.config.schemas.sft import SFTConfig
+from mmalign.data import load_sft
+from mmalign.errors import ConfigError
+from mmalign.models.finetune import (
+    Example,
+    batch_indices,
+    latest_checkpoint,
+    lr_at,
+    pack_examples,
+    packed_nll,
+    response_nll,
+    save_checkpoint,
+    split_records,
+    to_batch,
+    tokenize_examples,
+)
+from mmalign.models.loading import load_text_policy, resolve_checkpoint
+from mmalign.models.text import TextPolicy
+from mmalign.utils.atomic import atomic_directory
+from mmalign.utils.progress import echo, progress
+from mmalign.utils.rundir import RunDir
+from mmalign.utils.seed import seed_everything
+
+
+@dataclass
+class SFTResult:
+    run_dir: Path
+    final_dir: Path
+    steps: int
+    eval_loss_start: float
+    eval_loss: float
+    train_loss: float
+    seconds: float
+
+
+@torch.no_grad()
+def eval_loss(policy: TextPolicy, examples: list[Example], batch_size: int) -> float:
+    """Mean response-token NLL over ``examples`` (eval mode)."""
+    if not examples:
+        return float("nan")
+    was = policy.model.training
+    policy.model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        nll, n = response_nll(policy, to_batch(policy, examples[i:i + batch_size]))
+        total, count = total + float(nll.detach()), count + int(n)
+    policy.model.train(was)
+    return total / max(count, 1)
+
+
+def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) -> SFTResult:
+    started = time.time()
+    seed_everything(cfg.run.seed)
+    train_records, eval_records = split_records(
+        load_sft(cfg.data), load_sft(cfg.eval_data) if cfg.eval_data is not None else None,
+        cfg.eval_fraction, cfg.run.seed)
+    resolve_checkpoint(cfg.model.path)  # fail fast, before a run directory exists
+    run = RunDir.open(cfg.run.output_dir, cfg.run.name, to_yaml(cfg), overwrite=overwrite, resume=resume)
+    t = cfg.train
+    start_step, ckpt = 0, latest_checkpoint(run.checkpoints) if run.resumed else None
+    model_cfg = cfg.model if ckpt is None else dataclasses.replace(cfg.model, path=str(ckpt[1] / "model"))
+    policy = load_text_policy(model_cfg, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
+    if ckpt is not None:
+        start_step = ckpt[0]
+        run.truncate_metrics(start_step)
+        run.logger.info("resumed from %s", ckpt[1])
+    params = policy.trainable_parameters()
+    if not params:
+        raise ConfigError("model: nothing to train (quantised weights train through LoRA: set model.lora.enabled)")
+
+    train = tokenize_examples(policy, [r.prompt for r in train_records], [r.response for r in train_records],
+                              max_seq_len=t.max_seq_len, sources=[r.source for r in train_records])
+    held = tokenize_examples(policy, [r.prompt for r in eval_records], [r.response for r in eval_records],
+                             max_seq_len=t.max_seq_len, sources=[r.source for r in eval_records]) if eval_records else []
+    run.logger.info("sft: %d training / %d held-out examples, %d trainable parameters", len(train), len(held),
+                    sum(p.numel() for p in params))
+    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if ckpt is not None:
+        opt.load_state_dict(torch.load(ckpt[1] / "optimizer.pt", map_location=policy.device))
+
+    if ckpt is None:
+        first_eval = eval_loss(policy, held, t.eval_batch_size)
+        run.log_metrics(0, eval_loss=first_eval)
+    else:
+        first_eval = next((m["eval_loss"] for m in run.read_metrics() if "eval_loss" in m), float("nan"))
+    policy.model.train()
+    train_loss = float("nan")
+    bar = progress(range(start_step, t.steps), desc="sft", total=t.steps, initial=start_step)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, t.lr, t.warmup_steps)
+        total, count = 0.0, 0
+        for micro in range(t.grad_accum):
+            idx = batch_indices(len(train), t.batch_size, step * t.grad_accum + micro, cfg.run.seed)
+            examples = [train[i] for i in idx]
+            if t.packing:
+                ids, mask = pack_examples(examples, t.max_seq_len, policy.tokenizer.pad_token_id)
+                nll, n = packed_nll(policy, ids, mask)
+            else:
+                nll, n = response_nll(policy, to_batch(policy, examples))
+            (nll / n.clamp(min=1) / t.grad_accum).backward()
+            total, count = total + float(nll.detach()), count + int(n)
+        if t.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        train_loss = total / max(count, 1)
+        if not math.isfinite(train_loss):
+            run.logger.error("non-finite loss at step %d", step + 1)
+        done = step + 1
+        metrics = {}
+        if done % t.log_every == 0 or done == t.steps:
+            metrics.update(train_loss=train_loss, lr=opt.param_groups[0]["lr"], tokens=count)
+        if held and ((t.eval_every and done % t.eval_every == 0) or done == t.steps):
+            metrics["eval_loss"] = eval_loss(policy, held, t.eval_batch_size)
+            bar.set_postfix(eval_loss=f"{metrics['eval_loss']:.3f}")
+        if metrics:
+            run.log_metrics(done, **metrics)
+        if t.save_every and done % t.save_every == 0 and done < t.steps:
+            save_checkpoint(run.checkpoints, done, policy, opt)
+
+    final_eval = eval_loss(policy, held, t.eval_batch_size)
+    final = run.path / "final"
+    with atomic_directory(final, overwrite=True) as tmp:
+        policy.save(tmp)
+    run.logger.info("saved %s; held-out loss %.4f -> %.4f", final, first_eval, final_eval)
+    run.finish()
+    echo(f"sft: held-out loss {first_eval:.4f} -> {final_eval:.4f}")
+    return SFTResult(run_dir=run.path, final_dir=final, steps=t.steps, eval_loss_start=first_eval,
+                     eval_loss=final_eval, train_loss=train_loss, seconds=time.time() - started)

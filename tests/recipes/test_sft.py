@@ -1,0 +1,72 @@
+"""``mmalign sft`` end to end on the bundled text task with a toy Nano."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mmalign.data import bundled_path
+from mmalign.models.loading import load_policy
+from mmalign.models.zoo import get_tier, init_text_checkpoint
+
+
+def task_texts() -> list[str]:
+    rows = [json.loads(line) for line in bundled_path("text/sft_train").read_text(encoding="utf-8").splitlines()]
+    return [r["prompt"] + r["response"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def toy_nano(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nano")
+    return init_text_checkpoint(get_tier("nano"), out, task_texts(), vocab_size=512, width_scale=1 / 32, num_layers=2,
+                                context_length=256)
+
+
+def write_config(path, model_dir, tmp_path, extra: str = "") -> str:
+    path.write_text(f"""recipe: sft
+run: {{name: sft-test, output_dir: {tmp_path / 'runs'}, device: cpu, dtype: float32}}
+model: {{path: {model_dir}, chat_template: "off"}}
+data: {{path: "bundled:text/sft_train", max_rows: 400}}
+eval_data: {{path: "bundled:text/sft_eval", max_rows: 16}}
+train: {{steps: 12, batch_size: 8, lr: 5.0e-3, max_seq_len: 128, eval_every: 0, log_every: 4, save_every: 6}}
+{extra}""", encoding="utf-8")
+    return str(path)
+
+
+def test_sft_lowers_heldout_loss(run_cli, toy_nano, tmp_path):
+    cfg = write_config(tmp_path / "sft.yaml", toy_nano, tmp_path)
+    code, out, err = run_cli("sft", cfg, "-q")
+    assert code == 0, err
+    run = tmp_path / "runs" / "sft-test"
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
+    assert metrics[0]["step"] == 0 and len(evals) == 2
+    assert evals[-1] < evals[0] - 1.0, evals
+    for name in ("config.yaml", "run.log", "DONE", "final/model.safetensors", "checkpoints/step_0000006/model"):
+        assert (run / name).exists(), name
+    # the checkpoint loads through the ordinary loader and samples
+    pol = load_policy(run / "final", device="cpu", dtype="float32", chat_template="off")
+    s = pol.sample(["Human: Count from 5 to 8.\n\nAssistant:"], 2, max_new_tokens=6)
+    assert torch.allclose(pol.score(s), s.logprobs, atol=1e-4)
+    # a finished run is not overwritten silently
+    code, _, err = run_cli("sft", cfg, "-q")
+    assert code == 2 and "finished run exists" in err
+
+
+def test_sft_lora_with_packing_writes_adapter(run_cli, toy_nano, tmp_path):
+    cfg = write_config(tmp_path / "sft.yaml", toy_nano, tmp_path)
+    code, out, err = run_cli("sft", cfg, "model.lora.enabled=true", "train.packing=true", "train.steps=4",
+                             "train.save_every=0", "train.lr=1e-2", "-q")
+    assert code == 0, err
+    final = tmp_path / "runs" / "sft-test" / "final"
+    assert (final / "adapter_model.safetensors").is_file() and not (final / "model.safetensors").exists()
+    assert load_policy(final, device="cpu", dtype="float32").is_peft
+
+
+def test_sft_missing_checkpoint_is_one_line_error(run_cli, tmp_path):
+    cfg = write_config(tmp_path / "sft.yaml", tmp_path / "no" / "such" / "ckpt", tmp_path)
+    code, out, err = run_cli("sft", cfg)
+    assert code == 2 and "checkpoint directory not found" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

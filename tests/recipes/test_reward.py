@@ -1,0 +1,127 @@
+"""``mmalign reward``: Bradley-Terry training end to end through the real CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmalign.data import load_preferences
+from mmalign.rewards import build_reward
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs/reward/bt_bundled.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Shared CI cores: one intra-op thread is much faster than two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_short_run_learns_and_loads_back_as_hf_classifier(run_cli, tmp_path):
+    code, out, err = run_cli(
+        "-q", "reward", str(CONFIG), f"run.output_dir={tmp_path}", "run.name=bt",
+        "data.train.max_rows=960", "data.eval.max_rows=240", "model.toy.hidden_size=32", "model.toy.vocab_size=400",
+        "train.max_steps=30", "train.eval_every=15", "train.save_every=15", "train.log_every=5")
+    assert code == 0, err
+    run_dir = tmp_path / "bt"
+    for name in ("config.yaml", "metrics.jsonl", "run.log", "DONE", "checkpoints/last/trainer_state.pt",
+                 "final/model.safetensors", "final/tokenizer.json", "final/mmalign_reward.json"):
+        assert (run_dir / name).exists(), name
+    rows = metrics(run_dir)
+    final = rows[-1]
+    assert final["final"] is True and final["step"] == 30
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0]
+    assert final["eval_accuracy"] > 0.6  # chance is 0.5
+    assert str(run_dir / "final") in out
+
+    reward = build_reward({"kind": "hf_classifier", "path": str(run_dir / "final"), "device": "cpu", "batch_size": 7})
+    assert reward.format == "concat"
+    pairs = load_preferences("bundled:text/prefs_eval")[:240]
+    rc = reward([p.prompt for p in pairs], [p.chosen for p in pairs])
+    rr = reward([p.prompt for p in pairs], [p.rejected for p in pairs])
+    accuracy = ((rc > rr).float() + 0.5 * (rc == rr).float()).mean().item()
+    assert accuracy == pytest.approx(final["eval_accuracy"], abs=1e-6)
+
+
+def test_starts_from_a_causal_lm_checkpoint(run_cli, tmp_path, tiny_llama_dir):
+    code, out, err = run_cli(
+        "-q", "reward", str(CONFIG), f"run.output_dir={tmp_path}", "run.name=from_lm", f"model.path={tiny_llama_dir}",
+        "data.train.max_rows=64", "data.eval.max_rows=16", "train.max_steps=2", "train.batch_size=8")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "from_lm/final/mmalign_reward.json").read_text())
+    assert meta["format"] == "chat"  # the tiny Llama's tokenizer has a chat template
+    reward = build_reward({"kind": "hf_classifier", "path": str(tmp_path / "from_lm/final"), "device": "cpu"})
+    assert reward([ "Human: Count from 1 to 3.\n\nAssistant:"], [" 1 2 3"]).shape == (1,)
+
+
+@pytest.mark.slow
+def test_full_bundled_run_reaches_85_percent_in_under_5_minutes(run_cli, tmp_path):
+    code, out, err = run_cli("-q", "reward", str(CONFIG), f"run.output_dir={tmp_path}", "train.max_minutes=null")
+    assert code == 0, err
+    final = metrics(tmp_path / "reward_bundled")[-1]
+    assert final["eval_accuracy"] >= 0.85
+    assert final["seconds"] < 300
+
+
+def _one_line_error(code, err):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mmalign: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_cli_errors_are_one_line_with_exit_2(run_cli, tmp_path):
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("recipe: rewards\nrun: {name: x}\n")
+    line = _one_line_error(*run_cli("reward", str(cfg))[::2])
+    assert "r.yaml: this is a 'rewards' config, but the command expects a 'reward' config" in line
+
+    cfg.write_text("recipe: reward\nmodel:\n  format: chatml\n")
+    line = _one_line_error(*run_cli("reward", str(cfg))[::2])
+    assert "r.yaml:3" in line and "model.format: must be one of auto, chat, concat; got 'chatml'" in line
+
+    cfg.write_text(f"recipe: reward\nrun: {{output_dir: {tmp_path / 'runs'}}}\ndata:\n  train: {{path: {tmp_path / 'missing.jsonl'}}}\n")
+    line = _one_line_error(*run_cli("reward", str(cfg))[::2])
+    assert "missing.jsonl: data file not found" in line
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": \n')
+    cfg.write_text(f"recipe: reward\nrun: {{output_dir: {tmp_path / 'runs'}}}\ndata:\n  train: {{path: {bad}}}\n")
+    line = _one_line_error(*run_cli("reward", str(cfg))[::2])
+    assert "bad.jsonl:2: malformed JSON line" in line
+    assert not (tmp_path / "runs").exists()  # nothing is written before the data is known to be good
+
+
+def test_resume_continues_to_the_same_result(run_cli, tmp_path):
+    args = ("-q", "reward", str(CONFIG), f"run.output_dir={tmp_path}", "run.name=r", "data.train.max_rows=96",
+            "data.eval.max_rows=32", "model.toy.hidden_size=16", "model.toy.vocab_size=300", "train.batch_size=8",
+            "train.eval_every=100", "train.save_every=4", "train.max_steps=6", "train.max_length=64")
+    assert run_cli(*args)[0] == 0
+    run_dir = tmp_path / "r"
+    straight = metrics(run_dir)[-1]
+    (run_dir / "DONE").unlink()  # as if it had stopped after its step-4 checkpoint
+    code, _, err = run_cli(*args, "--resume")
+    assert code == 0, err
+    rows = metrics(run_dir)
+    assert sum(1 for r in rows if r.get("final")) == 1  # the first run's lines past step 4 were dropped
+    resumed = rows[-1]
+    assert resumed["step"] == 6 and resumed["final"] is True
+    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-6)
+
+
+def test_unknown_reward_kind_in_a_recipe_config_is_one_line(run_cli, tiny_llama_dir):
+    code, _, err = run_cli("config", "check", str(ROOT / "configs/align/toy_bundled.yaml"), f"model.path={tiny_llama_dir}",
+                           "reward.kind=hf_clasifier")
+    line = _one_line_error(code, err)
+    assert "reward.kind: must be one of hf_classifier, python, rules" in line and "did you mean 'hf_classifier'" in line

@@ -1,0 +1,112 @@
+"""The bundled text task: its gold reward, its data, and why calibration changes rankings."""
+
+import filecmp
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmalign.align.calibration import calibrate
+from mmalign.data import load_preferences, load_prompts, load_sft
+from mmalign.data.tasks import BUNDLED_DIR, TEXT_SETS
+from mmalign.errors import DataError
+from mmalign.rewards import build_reward
+from mmalign.rewards.bundled import CATEGORY_RANGES, gold_reward, parse_prompt
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generator_reproduces_the_committed_files(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_bundled_task", ROOT / "scripts/make_bundled_task.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--out", str(tmp_path)], _log=lambda _: None)
+    for name in TEXT_SETS:
+        assert filecmp.cmp(tmp_path / f"{name}.jsonl", BUNDLED_DIR / "text" / f"{name}.jsonl", shallow=False), name
+
+
+def test_bundled_sets_load_and_every_prompt_parses():
+    prompts = load_prompts("bundled:text/prompts_train") + load_prompts("bundled:text/prompts_eval")
+    assert len(prompts) == 900
+    for rec in prompts:
+        parsed = parse_prompt(rec.prompt)
+        assert parsed is not None and parsed[0] == rec.meta["category"], rec.source
+    assert {r.meta["category"] for r in prompts} == set(CATEGORY_RANGES)
+
+
+def test_gold_reward_ranges_and_preference_labels():
+    reward = build_reward({"kind": "bundled_text"})
+    prefs = load_preferences("bundled:text/prefs_eval")
+    chosen = reward([p.prompt for p in prefs], [p.chosen for p in prefs])
+    rejected = reward([p.prompt for p in prefs], [p.rejected for p in prefs])
+    assert bool((chosen > rejected).all())
+    assert torch.allclose(chosen, torch.tensor([p.meta["chosen_reward"] for p in prefs]), atol=1e-3)
+    for p, c in zip(prefs, chosen.tolist()):
+        lo, scale = CATEGORY_RANGES[p.meta["category"]]
+        assert lo <= c <= lo + scale
+
+
+def test_gold_reward_grades_answers():
+    count = "Human: Count from 3 to 6.\n\nAssistant:"
+    assert gold_reward(count, " 3 4 5 6") == 1.0
+    assert gold_reward(count, " 3 4 6") == pytest.approx(0.5)
+    assert gold_reward(count, " 3 4 5 6\n\nHuman: more") == 0.5
+    colours = "Human: Hi there!\n\nAssistant: Hello! How can I help you today?\n\nHuman: Name two colours.\n\nAssistant:"
+    assert gold_reward(colours, " red, blue") == 100.0
+    assert gold_reward(colours, " red, red") == pytest.approx(50 + 50 * (0.5 - 0.25))
+    greet = "Human: Greet Anna politely.\n\nAssistant:"
+    assert gold_reward(greet, " Hello Anna, nice to meet you!") == 50.0
+    assert gold_reward(greet, " Go away, Anna.") == -50.0
+    assert gold_reward("Human: What is 4 plus 5?\n\nAssistant:", " 9") == 7.0
+
+
+def test_sft_demonstrations_are_mostly_but_not_all_perfect():
+    sft = load_sft("bundled:text/sft_train")
+    reward = build_reward({"kind": "bundled_text"})
+    scores = reward([s.prompt for s in sft], [s.response for s in sft])
+    best = torch.tensor([sum(CATEGORY_RANGES[s.meta["category"]]) for s in sft])
+    perfect = (scores == best).float().mean().item()
+    assert 0.7 < perfect < 0.95
+
+
+def test_unknown_prompt_is_a_data_error():
+    with pytest.raises(DataError, match="prompt index 1: .*not a bundled-task prompt"):
+        build_reward({"kind": "bundled_text"})(["Human: Count from 1 to 3.\n\nAssistant:", "Human: Hi\n\nAssistant:"],
+                                               [" 1 2 3", " hi"])
+
+
+# The documented example (docs/bundled_tasks.md): one prompt per category, four reference samples
+# each, and two fixed policies. A is perfect on the two high-range categories and fails the rest;
+# B is perfect on the four low-range ones and middling on the other two.
+PROMPTS = [
+    "Human: Count from 1 to 4.\n\nAssistant:",
+    "Human: Name three colours.\n\nAssistant:",
+    "Human: What rhymes with cat?\n\nAssistant:",
+    "Human: What is 2 plus 5?\n\nAssistant:",
+    "Human: Write the word dog in capital letters.\n\nAssistant:",
+    "Human: Greet Anna politely.\n\nAssistant:",
+]
+REFERENCE = [
+    [" 1 2 3 4", " 1 2 3", " 1 2 4", " I don't know."],
+    [" red, blue, green", " red, blue", " red, dog, blue", " I like colours."],
+    [" hat", " cat", " dog", " The word bat rhymes with cat."],
+    [" 7", " 8", " 6", " The answer is 7."],
+    [" DOG", " dog", " Dog", " CAT"],
+    [" Hello Anna, nice to meet you!", " Hello Anna", " Hello, nice to meet you!", " Go away, Anna."],
+]
+POLICY_A = [" I don't know.", " red, blue, green", " I don't know.", " I don't know.", " I don't know.",
+            " Hello Anna, nice to meet you!"]
+POLICY_B = [" 1 2 3 4", " red, blue", " hat", " 7", " DOG", " Hello, nice to meet you!"]
+
+
+def test_raw_and_calibrated_rewards_rank_two_policies_differently():
+    reward = build_reward({"kind": "bundled_text"})
+    ref = torch.stack([reward([p] * len(ys), ys) for p, ys in zip(PROMPTS, REFERENCE)])  # [6, 4]
+    raw_a, raw_b = reward(PROMPTS, POLICY_A), reward(PROMPTS, POLICY_B)
+    cal = calibrate(ref, torch.stack([raw_a, raw_b], dim=1))  # [6, 2]
+    cal_a, cal_b = cal[:, 0], cal[:, 1]
+    assert raw_a.mean() > raw_b.mean()  # raw: A wins (22.50 vs 17.56)
+    assert cal_b.mean() > cal_a.mean()  # calibrated: B wins (0.74 vs 0.35)
+    assert raw_a.mean().item() == pytest.approx(22.5)
+    assert raw_b.mean().item() == pytest.approx((1 + 83.3333 - 16 + 7 + 20 + 10) / 6, abs=1e-3)

@@ -96,6 +96,13 @@ def _init(args: argparse.Namespace) -> int:
             raise UserError(f"--text: {path} is empty")
     if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
         raise UserError(f"--tokenizer: directory not found: {args.tokenizer}")
+    if tier.family != "text":
+        from mmalign.multimodal.zoo import init_media_checkpoint
+
+        init_media_checkpoint(tier, out, texts=texts, vocab_size=args.vocab_size, width_scale=args.width_scale,
+                              num_layers=args.layers, context_length=args.context, seed=args.seed)
+        echo(f"wrote {tier.full_name} at width scale {args.width_scale} to {out}")
+        return 0
     arch = scale_architecture(tier.architecture, args.width_scale, args.layers)
     init_text_checkpoint(tier, out, texts, vocab_size=args.vocab_size, width_scale=args.width_scale,
                          num_layers=args.layers, context_length=args.context, tokenizer_dir=args.tokenizer,

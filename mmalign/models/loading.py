@@ -148,4 +148,14 @@ def load_policy(cfg: ModelConfig | str | Path, *, run_device: str = "auto", run_
         cfg = ModelConfig(path=str(cfg), **overrides)
     elif overrides:
         raise TypeError("pass overrides only with a path")
+    if Path(cfg.path).is_dir():
+        from mmalign.multimodal.loading import checkpoint_kind, load_multimodal_policy
+
+        if checkpoint_kind(cfg.path) != "text":
+            device = run_device if cfg.device == "run" else cfg.device
+            dtype = run_dtype if cfg.dtype == "run" else cfg.dtype
+            return load_multimodal_policy(
+                cfg.path, device=device, dtype=dtype, lora=cfg.lora if cfg.lora.enabled else None,
+                chat_template=cfg.chat_template, max_prompt_tokens=cfg.max_prompt_tokens,
+                truncation=cfg.truncation, reference_mode=cfg.reference)
     return load_text_policy(cfg, run_device=run_device, run_dtype=run_dtype)

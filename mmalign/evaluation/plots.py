@@ -1,0 +1,82 @@
+"""Plots people would rather look at than read: win rate against KL with the analytic frontier
+behind the measured points, and reward distributions of policy vs reference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def frontier_curves(procedure: str, n: int, transforms: Sequence[str], kl_max: float, points: int) -> dict:
+    """Analytic (KL, win rate) curves for each transform at its best t (``mmalign frontier``)."""
+    from mmalign.align import frontier
+
+    kls = list(np.geomspace(min(0.01, kl_max / 10), kl_max, points))
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for name in transforms:
+        records = frontier(procedure, n, kls, [name])
+        curves[name] = ([r.kl for r in records], [r.win_rate for r in records])
+    return curves
+
+
+def plot_winrate_vs_kl(path: str | Path, procedure: str, n: int, points: Sequence[dict],
+                       curves: dict | None = None, title: str | None = None) -> Path:
+    """Measured points (dicts with label, kl, kl_se, win_rate, ci_low, ci_high) over analytic curves."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, (kl, wr) in (curves or {}).items():
+        ax.plot(kl, wr, lw=1.5, alpha=0.6, label=f"analytic: {name}", ls="--" if name != "optimal" else "-")
+    markers = "osD^v<>Ph*X"
+    labels = sorted({p["label"] for p in points})
+    for i, label in enumerate(labels):
+        pts = [p for p in points if p["label"] == label]
+        x = np.array([p["kl"] for p in pts])
+        y = np.array([p["win_rate"] for p in pts])
+        yerr = np.array([[p["win_rate"] - p["ci_low"] for p in pts], [p["ci_high"] - p["win_rate"] for p in pts]])
+        xerr = np.array([p.get("kl_se") or 0.0 for p in pts])
+        ax.errorbar(x, y, yerr=yerr, xerr=xerr, fmt=markers[i % len(markers)], capsize=3, label=label)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("KL(π ‖ π_ref)  [nats]")
+    proc_label = "standard" if procedure == "standard" else f"{'best' if procedure == 'bon' else 'worst'}-of-{n}"
+    ax.set_ylabel(f"{proc_label} win rate vs reference")
+    ax.set_title(title or f"{proc_label}: win rate against KL")
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_reward_distributions(path: str | Path, policy_rewards: np.ndarray, reference_rewards: np.ndarray,
+                              *, xlabel: str = "reward") -> Path:
+    """Histograms of policy and reference rewards on the same prompts."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    lo = float(min(policy_rewards.min(), reference_rewards.min()))
+    hi = float(max(policy_rewards.max(), reference_rewards.max()))
+    bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 30)
+    ax.hist(reference_rewards, bins=bins, alpha=0.55, label="reference", density=True)
+    ax.hist(policy_rewards, bins=bins, alpha=0.55, label="policy", density=True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

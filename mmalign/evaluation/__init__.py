@@ -1,0 +1,1 @@
+"""Evaluation: inference-time win rates, MMLU-style accuracy, reports and plots."""

@@ -1,0 +1,200 @@
+"""Trainer checkpoints: written atomically, verified by a manifest of hashes, rotated.
+
+Layout of one checkpoint (``checkpoints/step-00000040/``)::
+
+    trainable.safetensors   trainable tensors (full weights or the LoRA adapter; value head)
+    optimizer.pt            optimizer state (loaded with ``weights_only=True``)
+    rng.pt                  python / numpy / torch / CUDA / sampling-generator RNG states
+    trainer.json            step, data position, KL-controller and scheduler state, extras
+    MANIFEST.json           sha256 and size of every file above; written last
+
+The directory is assembled under a temporary name and renamed into place, so a crash leaves
+either the complete checkpoint or nothing. A checkpoint whose manifest is missing or whose files
+do not match it (disk corruption, a truncated copy) is reported and skipped in favour of the
+previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmalign.utils.atomic import atomic_directory
+
+MANIFEST = "MANIFEST.json"
+_NAME = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- RNG --------------------------------------------------------------------------------------
+def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Every RNG state a training step can touch, in types ``torch.load(weights_only=True)`` reads."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {k: g.get_state() for k, g in (generators or {}).items()},
+    }
+    return state
+
+
+def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, gen in (generators or {}).items():
+        if name in state["generators"]:
+            gen.set_state(state["generators"][name])
+
+
+# -- save / verify / load ---------------------------------------------------------------------
+@dataclass
+class Checkpoint:
+    """A verified checkpoint on disk."""
+
+    path: Path
+    step: int
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(str(self.path / "trainable.safetensors"))
+
+    def optimizer(self) -> dict[str, Any]:
+        return torch.load(self.path / "optimizer.pt", map_location="cpu", weights_only=True)
+
+    def rng(self) -> dict[str, Any]:
+        return torch.load(self.path / "rng.pt", map_location="cpu", weights_only=True)
+
+    def trainer(self) -> dict[str, Any]:
+        return json.loads((self.path / "trainer.json").read_text(encoding="utf-8"))
+
+
+def save_checkpoint(root: str | Path, step: int, *, tensors: dict[str, torch.Tensor], optimizer: dict[str, Any],
+                    rng: dict[str, Any], trainer: dict[str, Any], keep: int = 3,
+                    extra: Callable[[Path], None] | None = None) -> Path:
+    """Write checkpoint ``step`` under ``root`` atomically, then keep only the newest ``keep``.
+
+    ``extra(tmp_dir)`` may add more files (e.g. a Hugging Face export); they are hashed too.
+    """
+    from safetensors.torch import save_file
+
+    root = Path(root)
+    target = root / checkpoint_name(step)
+    with atomic_directory(target, overwrite=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "trainable.safetensors"))
+        torch.save(optimizer, tmp / "optimizer.pt")
+        torch.save(rng, tmp / "rng.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": int(step), **trainer}, indent=1), encoding="utf-8")
+        if extra is not None:
+            extra(tmp)
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {"step": int(step), "files": {str(p.relative_to(tmp)): {"sha256": _sha256(p), "size": p.stat().st_size}
+                                                 for p in files}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    rotate(root, keep)
+    return target
+
+
+def verify(path: Path) -> str | None:
+    """``None`` if the checkpoint at ``path`` matches its manifest, else what is wrong (one line)."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest (incomplete checkpoint)"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        return "unreadable manifest"
+    for name, info in files.items():
+        p = path / name
+        if not p.is_file():
+            return f"missing file {name}"
+        if p.stat().st_size != info["size"]:
+            return f"{name} has {p.stat().st_size} bytes, manifest says {info['size']}"
+        if _sha256(p) != info["sha256"]:
+            return f"{name} does not match its sha256 in the manifest"
+    return None
+
+
+def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
+    """All ``step-*`` directories under ``root`` (verified or not), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def latest_valid(root: str | Path, report: Callable[[str], None] | None = None) -> Checkpoint | None:
+    """The newest checkpoint that verifies; each bad one newer than it is passed to ``report``."""
+    for step, path in reversed(list_checkpoints(root)):
+        problem = verify(path)
+        if problem is None:
+            return Checkpoint(path=path, step=step)
+        if report is not None:
+            report(f"checkpoint {path.name} is corrupt or partial ({problem}); using the previous one")
+    return None
+
+
+def rotate(root: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` valid checkpoints (invalid ones newer than them stay for
+    inspection until a newer valid checkpoint replaces them)."""
+    entries = list_checkpoints(root)
+    valid = [(s, p) for s, p in entries if (p / MANIFEST).is_file()]
+    if keep <= 0 or len(valid) <= keep:
+        return
+    oldest_kept = valid[-keep][0]
+    for step, path in entries:
+        if step < oldest_kept:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def trainable_tensors(groups: dict[str, list[torch.nn.Parameter]]) -> dict[str, torch.Tensor]:
+    """``{"policy.0": ..., "value.3": ...}`` from named lists of parameters (their order is stable)."""
+    return {f"{name}.{i}": p.detach() for name, params in groups.items() for i, p in enumerate(params)}
+
+
+def load_trainable(groups: dict[str, list[torch.nn.Parameter]], tensors: dict[str, torch.Tensor]) -> None:
+    """Copy saved tensors back into the parameters, checking names and shapes."""
+    expected = {f"{name}.{i}": p for name, params in groups.items() for i, p in enumerate(params)}
+    if set(expected) != set(tensors):
+        missing = sorted(set(expected) - set(tensors))[:3]
+        extra = sorted(set(tensors) - set(expected))[:3]
+        raise ValueError(f"checkpoint parameters do not match the model (missing {missing}, unexpected {extra})")
+    with torch.no_grad():
+        for key, param in expected.items():
+            src = tensors[key]
+            if src.shape != param.shape:
+                raise ValueError(f"checkpoint tensor {key} has shape {tuple(src.shape)}, model has {tuple(param.shape)}")
+            param.copy_(src.to(param.device, param.dtype))

@@ -1,0 +1,92 @@
+r"""Per-token KL estimators and the KL-coefficient controllers.
+
+With the log-ratio :math:`\ell_t = \log\pi(y_t|\cdot) - \log\pi_{ref}(y_t|\cdot)` of a sampled token
+(Schulman, "Approximating KL divergence"):
+
+.. math::
+    k_1 = \ell_t, \qquad k_2 = \tfrac12 \ell_t^2, \qquad k_3 = e^{-\ell_t} - 1 + \ell_t .
+
+All three are estimators of :math:`KL(\pi\,\|\,\pi_{ref})` per token under samples from
+:math:`\pi`; k1 is unbiased, k3 unbiased and non-negative, k2 biased with low variance.
+As *loss* terms their gradients differ: :math:`\nabla k_2 = \ell_t \nabla\log\pi` is the exact
+score-function gradient of :math:`KL(\pi\|\pi_{ref})`; :math:`E_\pi[\nabla k_3] = \nabla
+KL(\pi_{ref}\|\pi)` (GRPO's choice); :math:`E_\pi[\nabla k_1] = 0`, so k1 is only meaningful as a
+reward penalty.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Elementwise KL estimate from the log-probs of the sampled tokens (same shape as inputs)."""
+    log_ratio = logp - ref_logp
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio.square()
+    if estimator == "k3":
+        # clamp keeps exp finite when the policy has drifted far from the reference
+        neg = (-log_ratio).clamp(max=20.0)
+        return torch.expm1(neg) + log_ratio.clamp(min=-20.0)
+    raise ValueError(f"unknown KL estimator '{estimator}' (choose from {', '.join(ESTIMATORS)})")
+
+
+@dataclass
+class FixedKLController:
+    """A constant coefficient :math:`\\beta`."""
+
+    value: float
+
+    def update(self, current_kl: float, n_steps: int) -> None:  # noqa: ARG002 - same interface
+        return None
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": float(self.value)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
+
+@dataclass
+class AdaptiveKLController:
+    r"""lm-human-preferences' proportional controller (Ziegler et al. 2019):
+
+    .. math::
+        e = \operatorname{clip}\Big(\frac{KL}{KL_{target}} - 1,\,-0.2,\,0.2\Big), \qquad
+        \beta \leftarrow \beta\,\big(1 + e\, n / H\big)
+
+    where ``n`` is the number of episodes in the step and ``H`` the horizon. ``current_kl`` is the
+    mean per-sequence KL (summed over tokens) of the step's samples.
+    """
+
+    value: float
+    target: float
+    horizon: float
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        if not math.isfinite(current_kl):
+            return
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": float(self.value), "target": float(self.target), "horizon": float(self.horizon)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
+
+def make_kl_controller(kind: str, beta: float, target: float, horizon: float):
+    """``fixed`` or ``adaptive`` controller starting at ``beta``."""
+    if kind == "fixed":
+        return FixedKLController(beta)
+    if kind == "adaptive":
+        return AdaptiveKLController(beta, target, horizon)
+    raise ValueError(f"unknown KL controller '{kind}'")

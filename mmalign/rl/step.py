@@ -1,0 +1,183 @@
+r"""One CTRL update, CleanRL style: log-probs, KL, advantages and the clipped policy update are
+all here, in the order they happen.
+
+With per-token KL estimates :math:`k_t` (:mod:`mmalign.rl.kl`) and transformed calibrated scores
+:math:`s = \Phi(c)`, the trained objective is
+
+.. math:: J(\pi) = E_{x, y\sim\pi}\big[\Phi(c(x,y))\big] - \beta\, E\Big[\textstyle\sum_t k_t\Big],
+
+whose optimum over all policies is :math:`\pi^* \propto \pi_{ref}\, e^{\Phi(c)/\beta}`. With
+``kl_mode="reward"`` the penalty enters the return (RLOO / group_norm use the sequence score
+:math:`\Phi - \beta\sum_t k_t`; GAE gets :math:`-\beta k_t` per token and :math:`\Phi` at the last
+token); with ``kl_mode="loss"`` it is added to the loss as :math:`\beta\,\mathrm{agg}(k_t)` with the
+current, differentiable log-probs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from mmalign.models.policy import SequenceBatch
+from mmalign.rl.advantages import gae, group_norm, rloo, whiten
+from mmalign.rl.kl import kl_per_token
+from mmalign.rl.losses import aggregate, clipped_surrogate, clipped_value_loss
+
+
+@dataclass
+class UpdateSettings:
+    n: int  # samples per prompt (rows are prompt-major)
+    advantage: str = "rloo"
+    whiten: bool = False
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_estimator: str = "k1"
+    kl_mode: str = "reward"
+    epochs: int = 1
+    minibatches: int = 1
+    grad_accum: int = 1
+    clip: float = 0.2
+    value_clip: float = 0.2
+    vf_coef: float = 0.1
+    max_grad_norm: float = 1.0
+    loss_agg: str = "seq_sum"
+    temperature: float = 1.0
+    forward_weight: float = 0.0  # BOND: weight of the forward-KL (SFT on best-of-N) term
+
+
+@dataclass
+class Rollout:
+    """Everything the update needs about one batch of sampled rows (all detached)."""
+
+    batch: SequenceBatch
+    mask: torch.Tensor  # [R, T] float
+    old_logp: torch.Tensor  # [R, T] under the policy that sampled
+    ref_logp: torch.Tensor  # [R, T] under the reference
+    kl: torch.Tensor  # [R, T] per-token KL estimate
+    advantages: torch.Tensor  # [R, T]
+    old_values: torch.Tensor | None = None  # [R, T] (GAE only)
+    returns: torch.Tensor | None = None  # [R, T] (GAE only)
+
+
+def select_rows(batch: SequenceBatch, idx: torch.Tensor) -> SequenceBatch:
+    """The rows ``idx`` of ``batch`` (prompts list kept whole; ``prompt_index`` still points into it)."""
+    idx = idx.to(batch.response_ids.device)
+    return SequenceBatch(prompt_ids=batch.prompt_ids[idx], prompt_mask=batch.prompt_mask[idx],
+                         response_ids=batch.response_ids[idx], response_mask=batch.response_mask[idx],
+                         prompt_index=batch.prompt_index[idx], prompts=batch.prompts)
+
+
+@torch.no_grad()
+def logprobs(policy, batch: SequenceBatch, temperature: float = 1.0, chunk: int = 64) -> torch.Tensor:
+    """Per-token log-probs of ``batch`` under ``policy`` without gradients, in chunks of rows."""
+    rows = batch.response_ids.shape[0]
+    parts = [policy.score(select_rows(batch, torch.arange(i, min(i + chunk, rows))), temperature=temperature)
+             for i in range(0, rows, chunk)]
+    return torch.cat(parts).float()
+
+
+@torch.no_grad()
+def values_of(value_model, batch: SequenceBatch, chunk: int = 64) -> torch.Tensor:
+    rows = batch.response_ids.shape[0]
+    return torch.cat([value_model(select_rows(batch, torch.arange(i, min(i + chunk, rows))))
+                      for i in range(0, rows, chunk)]).float()
+
+
+def advantages_for(s: UpdateSettings, scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float,
+                   values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Advantages ``[R, T]`` (and returns for GAE) from scores ``[R]`` and per-token KL ``[R, T]``."""
+    penalty = beta * kl * mask if s.kl_mode == "reward" else torch.zeros_like(kl)
+    returns = None
+    if s.advantage in ("rloo", "group_norm"):
+        seq = scores - penalty.sum(dim=1)
+        a = rloo(seq, s.n) if s.advantage == "rloo" else group_norm(seq, s.n)
+        adv = a.unsqueeze(1) * mask
+    elif s.advantage == "gae":
+        if values is None:
+            raise ValueError("GAE needs values")
+        rewards = -penalty
+        last = (mask.sum(dim=1).long() - 1).clamp_min(0)
+        rewards = rewards.scatter_add(1, last.unsqueeze(1), scores.unsqueeze(1).to(rewards.dtype))
+        adv, returns = gae(rewards, values, mask, s.gamma, s.lam)
+    else:
+        raise ValueError(f"unknown advantage estimator '{s.advantage}'")
+    if s.whiten:
+        adv = whiten(adv, mask)
+    return adv, returns
+
+
+def _no_sync(accelerator, modules, skip: bool):
+    stack = contextlib.ExitStack()
+    if skip and accelerator is not None and accelerator.num_processes > 1:
+        for m in modules:
+            stack.enter_context(accelerator.no_sync(m))
+    return stack
+
+
+def _chunks(idx: torch.Tensor, parts: int) -> Iterator[torch.Tensor]:
+    return (c for c in idx.chunk(parts) if c.numel())
+
+
+def update(policy, rollout: Rollout, s: UpdateSettings, *, beta: float, optimizer, params: list[torch.nn.Parameter],
+           accelerator=None, sync_modules: tuple = (), value_model=None, sft: SequenceBatch | None = None,
+           generator: torch.Generator | None = None) -> dict[str, float]:
+    """``epochs`` passes of clipped policy-gradient steps over ``minibatches`` of the rollout.
+
+    Each minibatch is split into ``grad_accum`` micro-batches (gradients synchronised across
+    processes only on the last); for BOND, ``sft`` rows (best-of-N reference samples) add the
+    forward-KL term :math:`\\alpha\\cdot\\mathrm{NLL}` and the RL part is weighted :math:`1-\\alpha`.
+    """
+    rows = rollout.mask.shape[0]
+    stats: dict[str, list[float]] = defaultdict(list)
+    backward = accelerator.backward if accelerator is not None else (lambda loss: loss.backward())
+    alpha = s.forward_weight if sft is not None else 0.0
+    for _ in range(s.epochs):
+        perm = torch.randperm(rows, generator=generator)
+        for mb in _chunks(perm, s.minibatches):
+            steps: list[tuple[str, torch.Tensor, float]] = [("rl", i, len(i) / len(mb)) for i in _chunks(mb, s.grad_accum)]
+            if sft is not None and alpha > 0:
+                sft_rows = torch.randperm(sft.response_ids.shape[0], generator=generator)[: max(1, len(mb) // s.n)]
+                steps += [("sft", i, len(i) / len(sft_rows)) for i in _chunks(sft_rows, s.grad_accum)]
+            optimizer.zero_grad(set_to_none=True)
+            for j, (kind, idx, weight) in enumerate(steps):
+                with _no_sync(accelerator, sync_modules, skip=j < len(steps) - 1):
+                    if kind == "sft":
+                        nll = -aggregate(policy.score(select_rows(sft, idx)), select_rows(sft, idx).response_mask.float(),
+                                         s.loss_agg)
+                        stats["sft_nll"].append(float(nll.detach()))
+                        backward(alpha * weight * nll)
+                        continue
+                    sub = select_rows(rollout.batch, idx)
+                    mask = rollout.mask[idx]
+                    logp = policy.score(sub, temperature=s.temperature).float()
+                    pg, clipped = clipped_surrogate(logp, rollout.old_logp[idx], rollout.advantages[idx], s.clip)
+                    loss = aggregate(pg, mask, s.loss_agg)
+                    stats["pg_loss"].append(float(loss.detach()))
+                    stats["clipfrac"].append(float((clipped.detach() * mask).sum() / mask.sum().clamp_min(1)))
+                    stats["approx_kl_old"].append(float(((rollout.old_logp[idx] - logp.detach()) * mask).sum()
+                                                        / mask.sum().clamp_min(1)))
+                    if s.kl_mode == "loss":
+                        kl_loss = aggregate(kl_per_token(logp, rollout.ref_logp[idx], s.kl_estimator), mask, s.loss_agg)
+                        stats["kl_loss"].append(float(kl_loss.detach()))
+                        loss = loss + beta * kl_loss
+                    if value_model is not None:
+                        v = value_model(sub).float()
+                        vf = aggregate(clipped_value_loss(v, rollout.old_values[idx], rollout.returns[idx], s.value_clip),
+                                       mask, s.loss_agg)
+                        stats["vf_loss"].append(float(vf.detach()))
+                        loss = loss + s.vf_coef * vf
+                    backward((1.0 - alpha) * weight * loss)
+            if accelerator is not None:
+                norm = accelerator.clip_grad_norm_(params, s.max_grad_norm)
+            else:
+                norm = torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+            norm = float(norm)
+            if norm != norm or norm in (float("inf"), float("-inf")):
+                raise FloatingPointError("non-finite gradient norm")
+            stats["grad_norm"].append(norm)
+            optimizer.step()
+    return {k: sum(v) / len(v) for k, v in stats.items()}

@@ -1,0 +1,138 @@
+"""``mmalign align`` end to end on a toy LM: resume after SIGKILL, NaN rewards, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from mmalign.rl import checkpoint as ckpt
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp_path: Path, model: Path, name: str, extra: str = "") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""recipe: align
+run: {{name: {name}, output_dir: {tmp_path / 'runs'}, seed: 3, device: cpu, dtype: float32}}
+model: {{path: {model}}}
+reward: {{kind: bundled_text}}
+data: {{path: "bundled:text/prompts_train", max_rows: 8}}
+calibration: {{num_samples: 4, batch_prompts: 8}}
+transform: {{name: identity}}
+rollout: {{prompts_per_step: 2, n: 2, max_new_tokens: 4}}
+kl: {{beta: 0.1, controller: adaptive, target: 0.5, horizon: 100}}
+train: {{steps: 6, lr: 1.0e-3, epochs: 2, minibatches: 2}}
+checkpoint: {{every: 2, keep: 2}}
+{extra}""")
+    return path
+
+
+def _final(tmp_path: Path, name: str) -> dict[str, torch.Tensor]:
+    return load_file(str(tmp_path / "runs" / name / "final" / "model.safetensors"))
+
+
+def _metrics(tmp_path: Path, name: str) -> list[dict]:
+    text = (tmp_path / "runs" / name / "metrics.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_align_writes_metrics_checkpoints_and_final_model(tmp_path, tiny_llama_dir, run_cli):
+    code, out, err = run_cli("align", str(_config(tmp_path, tiny_llama_dir, "basic")), "-q")
+    assert code == 0, err
+    rows = _metrics(tmp_path, "basic")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    for key in ("reward_raw", "reward_calibrated", "reward_transformed", "kl", "entropy", "response_length", "beta",
+                "time_generate", "time_reward", "time_logprob", "time_update"):
+        assert key in rows[-1], key
+    assert 0.0 <= rows[-1]["reward_calibrated"] <= 1.0
+    run = tmp_path / "runs" / "basic"
+    assert [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")] == [4, 6]
+    assert ckpt.verify(run / "checkpoints" / "step-00000006") is None
+    assert (run / "DONE").exists() and (run / "calibration.safetensors").exists()
+    assert "steps" in out
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_llama_dir, run_cli):
+    fn = tmp_path / "length.py"
+    fn.write_text("def reward(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
+    extra = f"reward: {{kind: python, function: '{fn}:reward'}}\ntrain: {{steps: 8, lr: 1.0e-3, epochs: 2, minibatches: 2}}"
+    cfg = _config(tmp_path, tiny_llama_dir, "resumed", extra)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "mmalign", "align", str(cfg), "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckdir = tmp_path / "runs" / "resumed" / "checkpoints"
+    deadline = time.time() + 300
+    try:
+        while not (ckdir / "step-00000004" / ckpt.MANIFEST).exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.time() < deadline, "the run made no checkpoint at step 4 in time"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (tmp_path / "runs" / "resumed" / "DONE").exists()
+    code, _, err = run_cli("align", str(cfg), "--resume", "-q")
+    assert code == 0, err
+    rows = _metrics(tmp_path, "resumed")
+    assert [r["step"] for r in rows] == list(range(1, 9))  # metrics past the checkpoint were replaced
+
+    straight = _config(tmp_path, tiny_llama_dir, "straight", extra)
+    code, _, err = run_cli("align", str(straight), "-q")
+    assert code == 0, err
+    a, b = _final(tmp_path, "resumed"), _final(tmp_path, "straight")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert any(not torch.equal(a[k], load_file(str(tiny_llama_dir / "model.safetensors"))[k]) for k in a)
+
+
+def test_nan_reward_stops_with_one_line_and_keeps_checkpoint(tmp_path, tiny_llama_dir, run_cli):
+    fn = tmp_path / "flaky.py"
+    # call 1 is calibration (one batch); calls 2.. are steps 1..; step 3 returns NaN
+    fn.write_text("CALLS = [0]\n\ndef reward(prompts, responses):\n    CALLS[0] += 1\n"
+                  "    return [float('nan') if CALLS[0] == 4 else float(len(r)) for r in responses]\n")
+    cfg = _config(tmp_path, tiny_llama_dir, "nan", f"reward: {{kind: python, function: '{fn}:reward'}}")
+    code, out, err = run_cli("align", str(cfg), "-q")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "step 3" in lines[0] and "nan" in lines[0] and "prompt 'Human:" in lines[0], err
+    run = tmp_path / "runs" / "nan"
+    found = ckpt.latest_valid(run / "checkpoints")
+    assert found is not None and found.step == 2 and ckpt.verify(found.path) is None
+    assert not (run / "DONE").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_keep_parameters_in_sync(tmp_path, tiny_llama_dir):
+    fn = tmp_path / "length.py"
+    fn.write_text("def reward(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
+    cfg = _config(tmp_path, tiny_llama_dir, "ddp", f"reward: {{kind: python, function: '{fn}:reward'}}\n"
+                  "train: {steps: 3, lr: 1.0e-2, check_sync: true}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "mmalign", "align", str(cfg), "-q"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = _metrics(tmp_path, "ddp")
+    assert [r["step"] for r in rows] == [1, 2, 3]  # one set of metrics, from the main process
+    for r in rows:
+        a, b = r["param_checksums"]
+        assert a == b, r
+    first, last = rows[0]["param_checksums"][0], rows[-1]["param_checksums"][0]
+    assert first != last

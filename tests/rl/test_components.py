@@ -1,0 +1,114 @@
+"""KL estimators, advantage estimators, losses and the KL controller against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmalign.rl.advantages import gae, group_norm, rloo, whiten
+from mmalign.rl.kl import AdaptiveKLController, FixedKLController, kl_per_token
+from mmalign.rl.losses import aggregate, clipped_surrogate, clipped_value_loss
+
+
+def _dists():
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
+    return theta, ref
+
+
+def test_kl_estimators_expectations_match_closed_form():
+    theta, ref = _dists()
+    logp = torch.log_softmax(theta, -1).detach()
+    p = logp.exp()
+    kl = (p * (logp - ref)).sum()
+    for est in ("k1", "k3"):  # unbiased
+        assert torch.allclose((p * kl_per_token(logp, ref, est)).sum(), kl, atol=1e-12)
+    k2 = (p * kl_per_token(logp, ref, "k2")).sum()
+    assert not torch.allclose(k2, kl) and k2 > 0
+    assert (kl_per_token(logp, ref, "k3") >= 0).all()
+
+
+def test_kl_loss_gradients_exact():
+    """E_pi[grad k2] = grad KL(pi||ref); E_pi[grad k3] = grad KL(ref||pi); E_pi[grad k1] = 0."""
+    theta, ref = _dists()
+    logp = torch.log_softmax(theta, -1)
+    p = logp.exp().detach()
+
+    def grad(f):
+        return torch.autograd.grad(f, theta, retain_graph=True)[0]
+
+    reverse = grad((logp.exp() * (logp - ref)).sum())
+    forward = grad((ref.exp() * (ref - logp)).sum())
+    assert torch.allclose(grad((p * kl_per_token(logp, ref, "k2")).sum()), reverse, atol=1e-12)
+    assert torch.allclose(grad((p * kl_per_token(logp, ref, "k3")).sum()), forward, atol=1e-12)
+    assert torch.allclose(grad((p * kl_per_token(logp, ref, "k1")).sum()), torch.zeros(7, dtype=torch.float64),
+                          atol=1e-12)
+
+
+def test_rloo_is_leave_one_out_and_group_norm_is_standardised():
+    s = torch.tensor([1.0, 2.0, 4.0, 7.0, 0.0, 0.0, 3.0, -3.0])
+    a = rloo(s, 4)
+    for i in range(8):
+        g = (i // 4) * 4
+        others = [s[j] for j in range(g, g + 4) if j != i]
+        assert a[i].item() == pytest.approx(s[i].item() - sum(o.item() for o in others) / 3)
+    z = group_norm(s, 4).view(2, 4)
+    assert torch.allclose(z.mean(1), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(z.std(1), torch.ones(2), atol=1e-4)
+    with pytest.raises(ValueError):
+        rloo(s, 1)
+
+
+def test_gae_limits():
+    torch.manual_seed(0)
+    r, v = torch.randn(3, 5), torch.randn(3, 5)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    # lambda = gamma = 1: advantage = return-to-go - V
+    adv, ret = gae(r, v, mask, 1.0, 1.0)
+    rtg = (r * mask).flip(1).cumsum(1).flip(1) * mask
+    assert torch.allclose(adv, (rtg - v) * mask, atol=1e-6)
+    assert torch.allclose(ret, rtg, atol=1e-6)
+    # lambda = 0: one-step TD error, value past the end counted as 0
+    adv0, _ = gae(r, v, mask, 0.9, 0.0)
+    nxt = torch.cat([v[:, 1:] * mask[:, 1:], torch.zeros(3, 1)], 1)
+    assert torch.allclose(adv0, (r + 0.9 * nxt - v) * mask, atol=1e-6)
+
+
+def test_whiten_and_aggregate():
+    x = torch.tensor([[1.0, 2.0, 9.0], [3.0, 0.0, 0.0]])
+    m = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    w = whiten(x, m)
+    vals = w[m.bool()]
+    assert vals.mean().abs() < 1e-6 and (vals.square().mean() - 1).abs() < 1e-4 and w[0, 2] == 0
+    assert aggregate(x, m, "token_mean").item() == pytest.approx(2.0)
+    assert aggregate(x, m, "seq_sum").item() == pytest.approx(6.0 / 6)
+
+
+def test_clipped_surrogate_stops_gradient_outside_trust_region():
+    old = torch.zeros(4)
+    logp = torch.tensor([0.0, math.log(1.5), math.log(0.5), math.log(1.1)], requires_grad=True)
+    adv = torch.tensor([1.0, 1.0, -1.0, 1.0])
+    loss, clipped = clipped_surrogate(logp, old, adv, 0.2)
+    loss.sum().backward()
+    assert clipped.tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert logp.grad[1] == 0 and logp.grad[2] == 0
+    assert logp.grad[0] == pytest.approx(-1.0) and logp.grad[3] == pytest.approx(-1.1)
+    v = clipped_value_loss(torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([0.0]), 0.5)
+    assert v.item() == pytest.approx(2.0)  # max of unclipped (4/2) and clipped (0.25/2)
+
+
+def test_adaptive_controller_follows_lm_human_preferences():
+    ctl = AdaptiveKLController(0.2, target=6.0, horizon=10000)
+    ctl.update(12.0, 512)  # error clipped to +0.2
+    assert ctl.value == pytest.approx(0.2 * (1 + 0.2 * 512 / 10000))
+    ctl.update(5.4, 512)  # error -0.1
+    assert ctl.value == pytest.approx(0.2 * (1 + 0.2 * 512 / 10000) * (1 - 0.1 * 512 / 10000))
+    other = AdaptiveKLController(1.0, 6.0, 10000)
+    other.load_state_dict(ctl.state_dict())
+    assert other.value == ctl.value
+    fixed = FixedKLController(0.3)
+    fixed.update(100.0, 10)
+    assert fixed.value == 0.3

@@ -19,6 +19,16 @@ from mmalign.errors import UserError
 # Verb modules, in the order `mmalign --help` lists them.
 VERB_MODULES: tuple[str, ...] = (
     "mmalign.cli.config_cmd",
+    "mmalign.cli.align_cmd",
+    "mmalign.cli.export_cmd",
+    "mmalign.cli.games_cmd",
+    "mmalign.cli.frontier_cmd",
+    "mmalign.cli.zoo_cmd",
+    "mmalign.cli.sft_cmd",
+    "mmalign.cli.distill_cmd",
+    "mmalign.cli.decode_cmd",
+    "mmalign.cli.reward_cmd",
+    "mmalign.cli.evaluate_cmd",
 )
 
 
@@ -63,7 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (also used as the console script)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may also come after flags (`mmalign sft cfg.yaml --overwrite a=1`).
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = bool(getattr(args, "debug", False))
     from mmalign.utils.progress import set_quiet
 

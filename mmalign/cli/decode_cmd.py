@@ -6,12 +6,9 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mmalign.cli.main import add_common_flags, add_run_flags
+    from mmalign.cli.main import add_recipe_verb
 
-    parser = sub.add_parser("decode", help="decode prompts (sample / best-of-N / worst-of-N / blockwise)")
-    add_run_flags(parser)
-    add_common_flags(parser)
-    parser.set_defaults(func=_run)
+    add_recipe_verb(sub, "decode", "decode prompts (sample / best-of-N / worst-of-N / blockwise)", _run)
 
 
 def _run(args: argparse.Namespace) -> int:

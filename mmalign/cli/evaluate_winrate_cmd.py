@@ -25,11 +25,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_winrate(actions: argparse._SubParsersAction) -> None:
     """Add the ``winrate`` action to ``mmalign evaluate``."""
-    from mmalign.cli.main import add_common_flags, add_run_flags
+    from mmalign.cli.main import add_recipe_verb
 
-    p = actions.add_parser("winrate", help="inference-time win rate of a policy against its reference",
-                           description="Best-of-N / worst-of-N / standard win rates with bootstrap 95% "
-                                       "intervals, KL from policy samples, report and plots.")
-    add_run_flags(p)
-    add_common_flags(p)
-    p.set_defaults(func=_run)
+    add_recipe_verb(actions, "winrate", "inference-time win rate of a policy against its reference", _run)

@@ -55,6 +55,15 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an unfinished run")
 
 
+def add_recipe_verb(sub: argparse._SubParsersAction, name: str, help: str, func) -> argparse.ArgumentParser:
+    """A ``mmalign NAME CONFIG [key=value ...] [--overwrite|--resume]`` verb that runs ``func(args)``."""
+    parser = sub.add_parser(name, help=help)
+    add_run_flags(parser)
+    add_common_flags(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="mmalign",

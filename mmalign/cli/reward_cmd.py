@@ -6,12 +6,9 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mmalign.cli.main import add_common_flags, add_run_flags
+    from mmalign.cli.main import add_recipe_verb
 
-    parser = sub.add_parser("reward", help="train a Bradley-Terry reward model on preference pairs")
-    add_run_flags(parser)
-    add_common_flags(parser)
-    parser.set_defaults(func=_run)
+    add_recipe_verb(sub, "reward", "train a Bradley-Terry reward model on preference pairs", _run)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -6,12 +6,9 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mmalign.cli.main import add_common_flags, add_run_flags
+    from mmalign.cli.main import add_recipe_verb
 
-    parser = sub.add_parser("sft", help="supervised fine-tuning on prompt/response data")
-    add_run_flags(parser)
-    add_common_flags(parser)
-    parser.set_defaults(func=_run)
+    add_recipe_verb(sub, "sft", "supervised fine-tuning on prompt/response data", _run)
 
 
 def _run(args: argparse.Namespace) -> int:

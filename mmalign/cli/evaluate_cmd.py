@@ -94,7 +94,7 @@ ACTIONS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("evaluate", help="evaluate models (mmlu, ...)")
+    parser = sub.add_parser("evaluate", help="evaluate models: inference-time win rates, MMLU")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser), required=True)
     for add in ACTIONS.values():
         add(actions)

@@ -19,16 +19,16 @@ from mmalign.errors import UserError
 # Verb modules, in the order `mmalign --help` lists them.
 VERB_MODULES: tuple[str, ...] = (
     "mmalign.cli.config_cmd",
-    "mmalign.cli.align_cmd",
-    "mmalign.cli.export_cmd",
-    "mmalign.cli.games_cmd",
-    "mmalign.cli.frontier_cmd",
     "mmalign.cli.zoo_cmd",
+    "mmalign.cli.frontier_cmd",
     "mmalign.cli.sft_cmd",
     "mmalign.cli.distill_cmd",
-    "mmalign.cli.decode_cmd",
     "mmalign.cli.reward_cmd",
+    "mmalign.cli.align_cmd",
+    "mmalign.cli.decode_cmd",
     "mmalign.cli.evaluate_cmd",
+    "mmalign.cli.export_cmd",
+    "mmalign.cli.games_cmd",
 )
 
 

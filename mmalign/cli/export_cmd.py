@@ -1,0 +1,44 @@
+"""``mmalign export --checkpoint DIR --format gguf|onnx|bnb --quant Q --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from mmalign.cli.main import add_common_flags
+
+    parser = sub.add_parser("export", help="export a checkpoint to GGUF, ONNX or bitsandbytes, with a parity report",
+                            description="Export a Llama-architecture HF checkpoint for edge / PyTorch deployment "
+                                        "and verify it against the PyTorch model (export_report.json/.md).")
+    parser.add_argument("--checkpoint", required=True, help="Hugging Face model directory (or a LoRA adapter dir)")
+    parser.add_argument("--format", required=True, dest="fmt", metavar="FORMAT", help="gguf | onnx | bnb")
+    parser.add_argument("--quant", default=None,
+                        help="gguf: f16|q8_0|q4_0 (q8_0); onnx: fp32|int8|int4 (int8); bnb: nf4|int8 (nf4)")
+    parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--eval-prompts", default=None, metavar="FILE",
+                        help="held-out prompts for verification (.txt one per line, or .jsonl with 'prompt')")
+    parser.add_argument("--eval-count", type=int, default=20, metavar="P", help="number of prompts (20)")
+    parser.add_argument("--eval-tokens", type=int, default=32, metavar="T", help="greedy tokens per prompt (32)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the parity check")
+    add_common_flags(parser)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mmalign.export.api import check_format, export_checkpoint
+
+    check_format(args.fmt, args.quant)  # fail fast, before importing torch
+    report = export_checkpoint(args.checkpoint, args.fmt, args.quant, args.out, overwrite=args.overwrite,
+                               eval_prompts=args.eval_prompts, eval_count=args.eval_count,
+                               eval_tokens=args.eval_tokens, verify=not args.no_verify)
+    line = (f"{report['format']} {report['quant']}: {report['size_bytes']:,} B "
+            f"({report['size_ratio_vs_fp32']:.1%} of fp32) -> {args.out}")
+    parity = report.get("parity")
+    if parity:
+        line += (f"; logit rel err max {parity['logit_rel_err_max']:.2e}, greedy agreement "
+                 f"{parity['greedy_agreement']:.1%}, {parity['tokens_per_s']:.1f} tok/s "
+                 f"(pytorch {parity['reference_tokens_per_s']:.1f})")
+    print(line)
+    return 0

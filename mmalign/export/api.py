@@ -1,0 +1,173 @@
+"""``export_checkpoint``: one export (GGUF / ONNX / bitsandbytes) plus its verification report.
+
+Everything is written to a temporary sibling of ``out`` that is renamed into place only when the
+export and its verification finished, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mmalign import __version__
+from mmalign.edge.manifest import MANIFEST_NAME, Manifest
+from mmalign.errors import UserError
+from mmalign.export.bnb_export import BNB_QUANTS
+from mmalign.export.gguf_export import QUANTS as GGUF_QUANTS
+from mmalign.export.onnx_quant import ONNX_QUANTS
+from mmalign.export.prompts import load_prompts
+from mmalign.export.report import write_report
+from mmalign.export.source import Checkpoint, open_checkpoint
+from mmalign.export.tokenizer_meta import special_token_ids
+from mmalign.utils.atomic import atomic_directory, atomic_write_text
+from mmalign.utils.progress import echo
+
+FORMATS: dict[str, tuple[str, ...]] = {"gguf": GGUF_QUANTS, "onnx": ONNX_QUANTS, "bnb": BNB_QUANTS}
+DEFAULT_QUANT = {"gguf": "q8_0", "onnx": "int8", "bnb": "nf4"}
+
+
+def check_format(fmt: str, quant: str | None) -> str:
+    """Validate ``--format``/``--quant``; returns the quant (the format's default if None)."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format '{fmt}' is not supported (choose from {', '.join(FORMATS)})")
+    quant = quant or DEFAULT_QUANT[fmt]
+    if quant not in FORMATS[fmt]:
+        raise UserError(f"--quant '{quant}' is not valid for --format {fmt} (choose from {', '.join(FORMATS[fmt])})")
+    return quant
+
+
+def _manifest(ckpt: Checkpoint, fmt: str, quant: str, model_file: str) -> Manifest:
+    c = ckpt.config
+    vocab = json.loads((ckpt.path / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    special = special_token_ids(ckpt.path, vocab)
+    eos = c.get("eos_token_id", special.get("eos"))
+    eos_ids = [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+    heads = int(c.get("num_attention_heads", 1))
+    return Manifest(format=fmt, quant=quant, model_file=model_file,
+                    num_layers=int(c.get("num_hidden_layers", 0)),
+                    num_kv_heads=int(c.get("num_key_value_heads") or heads),
+                    head_dim=int(c.get("head_dim") or int(c.get("hidden_size", 0)) // heads),
+                    vocab_size=int(c.get("vocab_size", 0)), bos_token_id=special.get("bos"),
+                    eos_token_ids=eos_ids, pad_token_id=special.get("pad"),
+                    source=str(ckpt.merged_from_adapter or ckpt.path), mmalign_version=__version__)
+
+
+def _export_onnx(model: Any, quant: str, out: Path) -> str:
+    from mmalign.export.onnx_export import export_decoder_onnx
+    from mmalign.export.onnx_quant import quantize_int4, quantize_int8
+
+    if quant == "fp32":
+        export_decoder_onnx(model, out / "model.onnx")
+        return "model.onnx"
+    scratch = Path(tempfile.mkdtemp(prefix=".fp32-", dir=out))
+    try:
+        fp32 = export_decoder_onnx(model, scratch / "model.onnx")
+        (quantize_int8 if quant == "int8" else quantize_int4)(fp32, out / "model.onnx")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return "model.onnx"
+
+
+def _export_gguf(model: Any, ckpt: Checkpoint, quant: str, out: Path) -> str:
+    from mmalign.export.gguf_export import write_gguf
+    from mmalign.export.tokenizer_meta import read_tokenizer_meta
+
+    tok = read_tokenizer_meta(ckpt.path)
+    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    name = f"model-{quant}.gguf"
+    write_gguf(state, ckpt.config, tok, out / name, quant, name=(ckpt.merged_from_adapter or ckpt.path).name)
+    return name
+
+
+def _exported_runner(fmt: str, quant: str, out: Path, manifest: Manifest):
+    from mmalign.export.verify import GGUFRunner, OnnxRunner, TorchRunner
+
+    if fmt == "onnx":
+        from mmalign.edge.onnx_lm import OnnxLM
+
+        return OnnxRunner(OnnxLM(out), f"onnxruntime-{quant}")
+    if fmt == "gguf":
+        from mmalign.edge.gguf_model import GGUFLlama
+
+        return GGUFRunner(GGUFLlama(out / manifest.model_file), f"numpy-gguf-{quant}")
+    from mmalign.export.bnb_export import load_bnb
+
+    return TorchRunner(load_bnb(out), f"pytorch-bnb-{quant}")
+
+
+def _model_files(fmt: str, out: Path, manifest: Manifest) -> dict[str, int]:
+    if fmt == "bnb":
+        paths = sorted(out.glob("*.safetensors"))
+    else:
+        paths = [out / manifest.model_file, *sorted(out.glob(manifest.model_file + ".data"))]
+    return {p.name: p.stat().st_size for p in paths if p.is_file()}
+
+
+def export_checkpoint(checkpoint: str | Path, fmt: str, quant: str | None, out: str | Path, *,
+                      overwrite: bool = False, eval_prompts: str | Path | None = None, eval_count: int = 20,
+                      eval_tokens: int = 32, verify: bool = True) -> dict[str, Any]:
+    """Export ``checkpoint`` to ``out`` and verify it; returns the export report (also written to ``out``)."""
+    quant = check_format(fmt, quant)
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
+        raise UserError(f"{out}: output directory exists; pass --overwrite to replace it")
+    if eval_tokens < 1:
+        raise UserError(f"--eval-tokens must be >= 1 (got {eval_tokens})")
+    prompts = load_prompts(eval_prompts, eval_count) if verify else []
+    with open_checkpoint(checkpoint, require_llama=fmt != "bnb") as ckpt:
+        echo(f"loading {ckpt.path}")
+        model = ckpt.load_model()
+        num_params = sum(p.numel() for p in model.parameters())
+        with atomic_directory(out, overwrite=True) as tmp:
+            echo(f"exporting {fmt} {quant} -> {out}")
+            if fmt == "onnx":
+                model_file = _export_onnx(model, quant, tmp)
+            elif fmt == "gguf":
+                model_file = _export_gguf(model, ckpt, quant, tmp)
+            else:
+                from mmalign.export.bnb_export import save_bnb
+
+                save_bnb(ckpt.path, quant, tmp)
+                model_file = ""
+            ckpt.copy_tokenizer_files(tmp)
+            manifest = _manifest(ckpt, fmt, quant, model_file)
+            atomic_write_text(tmp / MANIFEST_NAME, manifest.to_json())
+            files = _model_files(fmt, tmp, manifest)
+            size = sum(files.values())
+            report: dict[str, Any] = {
+                "format": fmt, "quant": quant, "source": manifest.source, "files": files, "size_bytes": size,
+                "num_parameters": num_params, "fp32_bytes": 4 * num_params,
+                "size_ratio_vs_fp32": size / (4 * num_params), "source_weights_bytes": ckpt.weights_bytes(),
+                "parity": None,
+            }
+            if verify:
+                echo(f"verifying on {len(prompts)} prompts x {eval_tokens} tokens")
+                report["parity"] = _verify(ckpt, model, fmt, quant, tmp, manifest, prompts, eval_tokens)
+            write_report(tmp, report)
+            _make_readable(tmp)
+    return report
+
+
+def _make_readable(directory: Path) -> None:
+    """Temp dirs/files are created private (0700/0600); exports are for sharing: honour the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _verify(ckpt: Checkpoint, model: Any, fmt: str, quant: str, out: Path, manifest: Manifest,
+            prompts: list[str], eval_tokens: int) -> dict[str, Any]:
+    from tokenizers import Tokenizer
+
+    from mmalign.export.verify import TorchRunner, measure_parity
+
+    tokenizer = Tokenizer.from_file(str(ckpt.path / "tokenizer.json"))
+    prompt_ids = [tokenizer.encode(p).ids or [manifest.bos_token_id or 0] for p in prompts]
+    exported = _exported_runner(fmt, quant, out, manifest)
+    return measure_parity(TorchRunner(model), exported, prompt_ids, eval_tokens).as_dict()

@@ -1,0 +1,44 @@
+"""``export_report.json`` / ``export_report.md``: what was exported and how close it is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mmalign.utils.atomic import atomic_write_text
+
+REPORT_JSON = "export_report.json"
+REPORT_MD = "export_report.md"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Export report: {report['format']} {report['quant']}", "",
+             f"- source: `{report['source']}`",
+             f"- files: {', '.join(f'`{k}` ({v:,} B)' for k, v in report['files'].items())}",
+             f"- model size: {report['size_bytes']:,} B = {report['size_ratio_vs_fp32']:.1%} of fp32 "
+             f"({report['fp32_bytes']:,} B for {report['num_parameters']:,} parameters)", ""]
+    parity = report.get("parity")
+    if parity:
+        lines += ["| metric | value |", "|---|---|"]
+        for key in ("prompts", "new_tokens", "logit_rel_err_max", "logit_rel_err_mean", "greedy_agreement",
+                    "teacher_forced_agreement", "tokens_per_s", "reference_tokens_per_s", "runtime",
+                    "reference_runtime"):
+            lines.append(f"| {key} | {_fmt(parity[key])} |")
+        lines += ["", "Relative logit error = max|Δlogits| / max|logits_ref| per prompt (teacher-forced on "
+                  "prompt + reference greedy continuation); greedy agreement = share of P×T free-running "
+                  "greedy tokens equal to PyTorch's."]
+    else:
+        lines.append("Verification skipped.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(directory: Path, report: dict[str, Any]) -> None:
+    atomic_write_text(directory / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(directory / REPORT_MD, render_markdown(report))

@@ -1,0 +1,142 @@
+"""ONNX export: graph contract, fp32 parity, int8 / int4 quantization, KV-cache decoding."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mmalign.edge import OnnxLM
+from mmalign.export.verify import OnnxRunner, compare
+
+
+def _quantized_copy(fp32_dir, dst, quant):
+    """An int8/int4 export dir made from the shared fp32 export (skips a second torch export)."""
+    from mmalign.export.onnx_quant import quantize_int4, quantize_int8
+
+    shutil.copytree(fp32_dir, dst, ignore=shutil.ignore_patterns("model.onnx", "export_report.*"))
+    (quantize_int8 if quant == "int8" else quantize_int4)(fp32_dir / "model.onnx", dst / "model.onnx")
+    manifest = json.loads((dst / "mmalign_export.json").read_text())
+    manifest["quant"] = quant
+    (dst / "mmalign_export.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def test_graph_has_kv_cache_io_with_dynamic_axes(onnx_fp32):
+    import onnx
+
+    out, _ = onnx_fp32
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    outputs = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output}
+    assert list(inputs)[:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert inputs["input_ids"] == ["batch", "seq"]
+    assert inputs["past_key_values.1.value"][0] == "batch" and isinstance(inputs["past_key_values.1.value"][2], str)
+    assert set(outputs) == {"logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value"}
+    assert outputs["logits"][:2] == ["batch", "seq"]
+
+
+def test_fp32_onnx_logits_match_pytorch(onnx_fp32, reference):
+    out, report = onnx_fp32
+    parity = report["parity"]
+    assert parity["logit_rel_err_max"] < 1e-3
+    assert parity["greedy_agreement"] == 1.0
+    assert (out / "export_report.md").read_text().count("logit_rel_err_max") == 1
+    # and independently of the report, against the package-wide reference
+    assert compare(reference, OnnxRunner(OnnxLM(out), "fp32")).logit_rel_err_max < 1e-3
+
+
+def test_kv_cache_decoding_matches_full_pass_with_left_padding(onnx_fp32):
+    lm = OnnxLM(onnx_fp32[0])
+    ids = lm.encode("Human: What is the capital of France?")
+    full = lm.logits(ids)
+    logits, past = lm.forward(np.asarray([ids[:5]]), lm.empty_past(1))
+    for i, token in enumerate(ids[5:], start=5):
+        step, past = lm.forward(np.asarray([[token]]), past)
+        np.testing.assert_allclose(step[0, -1], full[i], atol=1e-4)
+    # batch of two, the shorter one left-padded: its logits equal its own unpadded pass
+    short = ids[:4]
+    pad = lm.manifest.pad_token_id
+    batch = np.asarray([[pad] * (len(ids) - 4) + short, ids])
+    mask = np.asarray([[0] * (len(ids) - 4) + [1] * 4, [1] * len(ids)])
+    out, _ = lm.forward(batch, lm.empty_past(2), attention_mask=mask)
+    np.testing.assert_allclose(out[0, -1], lm.logits(short)[-1], atol=1e-4)
+    np.testing.assert_allclose(out[1], full, atol=1e-4)
+
+
+def test_int8_greedy_agrees_and_int4_is_small_and_reported(onnx_fp32, reference, tmp_path):
+    fp32_dir, _ = onnx_fp32
+    int8 = compare(reference, OnnxRunner(OnnxLM(_quantized_copy(fp32_dir, tmp_path / "int8", "int8")), "int8"))
+    assert int8.greedy_agreement >= 0.95, int8
+    int4_dir = _quantized_copy(fp32_dir, tmp_path / "int4", "int4")
+    int4 = compare(reference, OnnxRunner(OnnxLM(int4_dir), "int4"))
+    assert 0 < int4.logit_rel_err_max < 1.0 and 0 <= int4.greedy_agreement <= 1
+    assert int4.teacher_forced_agreement > 0.8
+    size4 = (int4_dir / "model.onnx").stat().st_size
+    assert size4 <= 0.30 * (fp32_dir / "model.onnx").stat().st_size
+
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(int4_dir / "model.onnx")).graph.node}
+    assert {"MatMulNBits", "GatherBlockQuantized"} <= ops
+
+
+def test_export_cli_int4_writes_report(run_cli, trained_llama_dir, onnx_fp32, tmp_path, monkeypatch):
+    from mmalign.export import onnx_export
+
+    # reuse the fp32 graph instead of a second torch.onnx export (the slow part); the rest is real
+    monkeypatch.setattr(onnx_export, "export_decoder_onnx",
+                        lambda model, path: shutil.copy2(onnx_fp32[0] / "model.onnx", path))
+    out = tmp_path / "int4"
+    code, stdout, err = run_cli("-q", "export", "--checkpoint", str(trained_llama_dir), "--format", "onnx",
+                                "--quant", "int4", "--out", str(out), "--eval-count", "2", "--eval-tokens", "4")
+    assert code == 0, err
+    assert "onnx int4" in stdout and "greedy agreement" in stdout
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["quant"] == "int4" and report["parity"]["prompts"] == 2 and report["parity"]["new_tokens"] == 4
+    assert report["size_ratio_vs_fp32"] <= 0.30
+    assert report["parity"]["tokens_per_s"] > 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["chat_template.jinja", "export_report.json", "export_report.md", "mmalign_export.json", "model.onnx",
+         "tokenizer.json", "tokenizer_config.json"])
+
+
+def test_export_module_onnx_generic_encoder(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from mmalign.export.onnx_export import export_module_onnx
+
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, stride=4), torch.nn.Flatten(2))
+
+    class EncoderProjector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.proj = encoder, torch.nn.Linear(8, 16)
+
+        def forward(self, pixels):
+            return self.proj(self.encoder(pixels).transpose(1, 2))
+
+    module = EncoderProjector().eval()
+    example = torch.randn(2, 3, 16, 16)
+    path = export_module_onnx(module, (example,), tmp_path / "vision.onnx", input_names=["pixel_values"],
+                              output_names=["image_embeds"])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 16, 16)  # a different batch size: the batch axis is dynamic
+    (got,) = sess.run(None, {"pixel_values": x.numpy()})
+    with torch.no_grad():
+        want = module(x).numpy()
+    assert got.shape == (3, 16, 16)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_int8_full_protocol_20x32(trained_llama_dir, tmp_path):
+    """The acceptance protocol (20 prompts x 32 tokens) through the real export path."""
+    from mmalign.export.api import export_checkpoint
+
+    report = export_checkpoint(trained_llama_dir, "onnx", "int8", tmp_path / "int8", eval_count=20, eval_tokens=32)
+    assert report["parity"]["greedy_agreement"] >= 0.95

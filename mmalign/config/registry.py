@@ -10,6 +10,14 @@ from mmalign.errors import ConfigError
 # recipe name -> "module:ClassName" (imported lazily so `mmalign --help` stays fast)
 SCHEMAS: dict[str, str] = {
     "run": "mmalign.config.schemas.run:RunOnlyConfig",
+    "align": "mmalign.config.schemas.align:AlignConfig",
+    "games": "mmalign.config.schemas.games:GamesConfig",
+    "reward": "mmalign.config.schemas.reward_train:RewardRecipeConfig",
+    "evaluate_mmlu": "mmalign.config.schemas.mmlu:MMLUEvalConfig",
+    "evaluate_winrate": "mmalign.config.schemas.winrate:WinrateConfig",
+    "sft": "mmalign.config.schemas.sft:SFTConfig",
+    "distill": "mmalign.config.schemas.distill:DistillConfig",
+    "decode": "mmalign.config.schemas.decode:DecodeConfig",
 }
 
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import random
+
 
 def seed_everything(seed: int) -> None:
-    """Seed ``random``, ``numpy`` and ``torch`` (all devices) from one integer."""
-    from transformers import set_seed
+    """Seed ``random``, ``numpy`` and ``torch`` (CPU and every CUDA device) from one integer.
 
-    set_seed(int(seed))
+    (Deliberately not ``transformers.set_seed``: importing transformers costs seconds.)
+    """
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)

@@ -17,6 +17,10 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["MPLBACKEND"] = "Agg"
+# One intra-op thread everywhere (this process and subprocesses): toy models run faster on a small
+# shared CPU, and results do not depend on how many threads a reduction was split over.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 os.environ["PYTHONPATH"] = os.pathsep.join([str(_GUARD_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 sys.path.insert(0, str(_GUARD_DIR))
@@ -25,6 +29,10 @@ import sitecustomize as _netguard  # noqa: E402  (installs the guard in this pro
 sys.path.remove(str(_GUARD_DIR))
 
 NetworkBlockedError = _netguard.NetworkBlockedError
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

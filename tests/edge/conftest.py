@@ -7,15 +7,9 @@ import pytest
 
 @pytest.fixture(scope="package")
 def onnx_export_dir(tiny_llama_dir, tmp_path_factory):
-    import torch
 
     from mmalign.export.api import export_checkpoint
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = tmp_path_factory.mktemp("edge") / "nano-onnx"
-        export_checkpoint(tiny_llama_dir, "onnx", "fp32", out, verify=False)
-    finally:
-        torch.set_num_threads(threads)
+    out = tmp_path_factory.mktemp("edge") / "nano-onnx"
+    export_checkpoint(tiny_llama_dir, "onnx", "fp32", out, verify=False)
     return out

@@ -12,18 +12,6 @@ from mmalign.evaluation.mmlu.lm_eval_tasks import lm_eval_predictions, write_lm_
 from mmalign.evaluation.mmlu.scorer import score_loglik  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared CPU run faster (and steadier) on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 def test_adapter_runs_lm_eval_tasks_like_our_scorer(tiny_llama_dir, tmp_path):
     from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager

@@ -10,17 +10,6 @@ from mmalign.evaluation.mmlu.scorer import score_loglik
 
 SUBJECTS = ["astronomy", "philosophy"]
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared CPU run faster (and steadier) on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 @pytest.fixture(scope="module")
 def reference(tiny_llama_dir):

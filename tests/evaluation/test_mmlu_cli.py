@@ -11,17 +11,6 @@ from mmalign.evaluation.mmlu.data import sample_dir
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "eval"
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared CPU run faster (and steadier) on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 @pytest.fixture(scope="module")
 def other_llama_dir(tmp_path_factory):

@@ -19,18 +19,6 @@ from mmalign.evaluation.mmlu.metrics import aggregate  # noqa: E402
 from mmalign.evaluation.mmlu.scorer import score_loglik  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared CPU run faster (and steadier) on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 @pytest.fixture(scope="module")
 def long_llama_dir(tmp_path_factory):
     """A tiny Llama whose context fits the 5-shot prompts, so the prefix-cache path is taken."""

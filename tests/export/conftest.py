@@ -13,17 +13,6 @@ EVAL_PROMPTS = 10
 EVAL_TOKENS = 16
 
 
-@pytest.fixture(scope="package", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a small shared CPU this is several times faster for toy models."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def train_tiny_llama(src: Path, out: Path, steps: int = 60, lr: float = 1e-2) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -17,11 +17,6 @@ VISION = {
 AUDIO = {"encoder": {"n_mels": 32, "width": 64, "layers": 2, "heads": 2, "pool": 4}, "projector": "linear"}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory) -> Path:
     """Two images, a 3-frame video directory, a 16 kHz and an 8 kHz WAV, a FLAC, and broken files."""

@@ -4,22 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from mmalign.data import load_preferences
 from mmalign.rewards import build_reward
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs/reward/bt_bundled.yaml"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Shared CI cores: one intra-op thread is much faster than two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def metrics(run_dir):

@@ -34,7 +34,7 @@ def plot_winrate_vs_kl(path: str | Path, procedure: str, n: int, points: Sequenc
                        curves: dict | None = None, title: str | None = None) -> Path:
     """Measured points (dicts with label, kl, kl_se, win_rate, ci_low, ci_high) over analytic curves."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
     for name, (kl, wr) in (curves or {}).items():
         ax.plot(kl, wr, lw=1.5, alpha=0.6, label=f"analytic: {name}", ls="--" if name != "optimal" else "-")
     markers = "osD^v<>Ph*X"
@@ -53,7 +53,7 @@ def plot_winrate_vs_kl(path: str | Path, procedure: str, n: int, points: Sequenc
     ax.set_title(title or f"{proc_label}: win rate against KL")
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

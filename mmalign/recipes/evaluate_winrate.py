@@ -32,14 +32,18 @@ from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
 
 
-def _draw(policy, reference, prompts, cfg: WinrateConfig, generator: torch.Generator):
-    """Samples from both policies plus the per-sample sequence log-ratio of the policy's samples."""
+def _draw(policy, reference, prompts, cfg: WinrateConfig, generators: tuple[torch.Generator, torch.Generator]):
+    """Samples from both policies plus the per-sample sequence log-ratio of the policy's samples.
+
+    Each policy has its own generator, so the reference samples depend only on the reference, the
+    prompts and the seed: every method evaluated with the same seed meets the same reference draws.
+    """
     s = cfg.sampling
     kw = dict(n=cfg.samples_per_prompt, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-              top_p=s.top_p, top_k=s.top_k, generator=generator)
+              top_p=s.top_p, top_k=s.top_k)
     with torch.no_grad():
-        pol = policy.sample(prompts, **kw)
-        ref = reference.sample(prompts, **kw)
+        ref = reference.sample(prompts, generator=generators[1], **kw)
+        pol = policy.sample(prompts, generator=generators[0], **kw)
         mask = pol.response_mask.to(torch.float32)
         logratio = ((policy.score(pol) - reference.score(pol)) * mask).sum(-1)
     return pol, ref, logratio.cpu().numpy()
@@ -56,7 +60,8 @@ def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
     reference.model.eval()
     selection = build_reward(cfg.selection_reward, "selection_reward")
     judge = build_reward(cfg.judge_reward, "judge_reward") if cfg.judge_reward is not None else selection
-    generator = torch.Generator(device=policy.device).manual_seed(cfg.run.seed)
+    generators = (torch.Generator(device=policy.device).manual_seed(cfg.run.seed),
+                  torch.Generator(device=reference.device).manual_seed(cfg.run.seed + 1))
 
     m = cfg.samples_per_prompt
     pol_sel, pol_judge, ref_sel, ref_judge, logratios = [], [], [], [], []
@@ -65,7 +70,7 @@ def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
     for start in range(0, len(prompts), cfg.batch_prompts):
         batch = prompts[start:start + cfg.batch_prompts]
         t0 = time.perf_counter()
-        pol, ref, logratio = _draw(policy, reference, batch, cfg, generator)
+        pol, ref, logratio = _draw(policy, reference, batch, cfg, generators)
         t1 = time.perf_counter()
         texts = [p.text for p in batch for _ in range(m)]
         media = [p.media for p in batch for _ in range(m)]
@@ -101,7 +106,7 @@ def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
     for spec in cfg.procedures:
         proc = Procedure(spec.name, spec.n)
         est = win_rate(pol_sel, pol_judge, ref_sel, ref_judge, proc, reps=cfg.bootstrap_reps, seed=cfg.run.seed)
-        results["win_rates"].append({"label": proc.label, **est.as_dict()})
+        results["win_rates"].append({"label": proc.label, **est.as_dict(), "per_prompt": est.per_prompt})
         run.log_metrics(0, procedure=proc.label, win_rate=est.win_rate, ci_low=est.ci_low, ci_high=est.ci_high)
     run.log_metrics(0, kl=kl, kl_se=kl_se)
 

@@ -51,3 +51,21 @@ def test_too_few_samples_for_procedure(tmp_path, tiny_llama_dir, run_cli):
                   procedures=[{"name": "bon", "n": 4}])
     code, _, err = run_cli("evaluate", "winrate", cfg)
     assert code == 2 and "samples_per_prompt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_reference_draws_do_not_depend_on_the_policy(tmp_path, tiny_llama_dir, run_cli):
+    """Two evaluations with the same seed and reference, but different policies, see the same reference
+    samples, so methods are compared against identical reference draws (paired comparisons)."""
+    from mmalign.models.toy import SAMPLE_TEXT, build_tiny_llama
+
+    other = build_tiny_llama(tmp_path / "other", SAMPLE_TEXT * 20, vocab_size=384, seed=5)
+    # Same tokenizer is not needed for the reference draws; only the reference model and seed matter.
+    runs = []
+    for name, policy in (("a", tiny_llama_dir), ("b", other)):
+        cfg = _config(tmp_path, policy, tiny_llama_dir, run={"name": name, "output_dir": str(tmp_path / "runs"),
+                                                              "seed": 3, "device": "cpu"})
+        code, _, err = run_cli("evaluate", "winrate", cfg, "--quiet")
+        assert code == 0, err
+        runs.append(json.loads((tmp_path / "runs" / name / "results.json").read_text()))
+    assert runs[0]["reference_judge_reward_mean"] == runs[1]["reference_judge_reward_mean"]
+    assert all(len(w["per_prompt"]) == 3 for w in runs[0]["win_rates"])

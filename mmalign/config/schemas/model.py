@@ -40,3 +40,8 @@ class ModelConfig:
     max_prompt_tokens: int = field(default=0, metadata={"ge": 0})  # 0: context length - max_new_tokens
     truncation: str = field(default="error", metadata={"choices": TRUNCATION})
     reference: str = field(default="auto", metadata={"choices": REFERENCE})
+
+    def __post_init__(self) -> None:
+        # YAML reads a bare `on`/`off` as a boolean, which arrives here as "True"/"False".
+        self.chat_template = {"true": "on", "false": "off"}.get(str(self.chat_template).lower(),
+                                                                 self.chat_template)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmalign.evaluation.stats import bootstrap_ci
+
 PROCEDURES = ("standard", "bon", "won")
 
 
@@ -104,19 +106,6 @@ class WinRate:
     def as_dict(self) -> dict:
         return {"procedure": self.procedure, "n": self.n, "win_rate": self.win_rate,
                 "ci_low": self.ci_low, "ci_high": self.ci_high, "num_prompts": len(self.per_prompt)}
-
-
-def bootstrap_ci(values: np.ndarray, *, reps: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (resampling entries)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        raise ValueError("bootstrap of an empty sample")
-    if v.size == 1:
-        return float(v[0]), float(v[0])
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(reps, v.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
 
 
 def win_rate(policy_sel: list[np.ndarray], policy_judge: list[np.ndarray], ref_sel: list[np.ndarray],

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from mmalign.evaluation.stats import bootstrap_ci
 from mmalign.evaluation.winrate import (
     Procedure,
-    bootstrap_ci,
     kl_estimate,
     prompt_win_rate,
     selection_weights,

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mmalign.evaluation.mmlu.categories import category_of
+from mmalign.evaluation.stats import bootstrap_ci
 
 Z95 = 1.959963984540054
 
@@ -87,8 +88,5 @@ def paired_difference(before: Sequence[float], after: Sequence[float], *, bootst
            "diff": mean, "diff_stderr": se, "normal_low": mean - Z95 * se, "normal_high": mean + Z95 * se,
            "boot_low": math.nan, "boot_high": math.nan}
     if bootstrap > 0 and n > 0:
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, n, size=(bootstrap, n))
-        means = d[idx].mean(axis=1)
-        out["boot_low"], out["boot_high"] = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+        out["boot_low"], out["boot_high"] = bootstrap_ci(d, reps=bootstrap, seed=seed)
     return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -166,21 +165,10 @@ def load_csv_tree(root: Path) -> MMLUData:
 # ---------------------------------------------------------------- JSONL
 
 def read_jsonl(path: Path, default_split: str | None) -> dict[str, dict[str, list[Question]]]:
+    from mmalign.data.readers import read_rows
+
     out: dict[str, dict[str, list[Question]]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_no}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
-        if not isinstance(rec, dict):
-            raise DataError(f"{where}: each line must be a JSON object")
+    for where, rec in read_rows(path, "jsonl"):
         missing = [k for k in ("question", "choices", "answer", "subject") if k not in rec]
         if missing:
             raise DataError(f"{where}: missing key(s) {', '.join(missing)}")

@@ -32,7 +32,7 @@ import torch
 
 from mmalign.config import to_yaml
 from mmalign.config.schemas.align import AlignConfig
-from mmalign.errors import DataError, UserError
+from mmalign.errors import ConfigError, DataError, UserError
 from mmalign.models.policy import Prompt
 from mmalign.rl import checkpoint as ckpt
 from mmalign.rl.kl import kl_per_token, make_kl_controller
@@ -279,7 +279,14 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
         train_model, optimizer = accelerator.prepare(policy.model, optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
                                                   _lr_lambda(cfg))
-    kl_ctl = make_kl_controller(cfg.kl.controller, beta0 if beta0 is not None else 1.0, cfg.kl.target, cfg.kl.horizon)
+    beta0 = beta0 if beta0 is not None else 1.0
+    try:
+        kl_ctl = make_kl_controller(cfg.kl.controller, beta0, cfg.kl.target, cfg.kl.horizon, beta_min=cfg.kl.beta_min,
+                                    beta_max=cfg.kl.beta_max, warmup=cfg.kl.warmup_steps)
+    except ValueError as exc:
+        raise ConfigError(f"kl.beta_min: {exc}") from None
+    if main and cfg.kl.beta is None:
+        note("beta %.4g solved for kl.target %.3g", beta0, cfg.kl.target)
     all_params = params + (list(accelerator.unwrap_model(value_model).parameters()) if value_model is not None else [])
     ckpt_groups = {"policy": params} | ({"value": all_params[len(params):]} if value_model is not None else {})
 

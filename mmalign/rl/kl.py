@@ -56,37 +56,61 @@ class FixedKLController:
 
 @dataclass
 class AdaptiveKLController:
-    r"""lm-human-preferences' proportional controller (Ziegler et al. 2019):
+    r"""A proportional controller on :math:`\log\beta` (lm-human-preferences' error signal,
+    Ziegler et al. 2019), bounded and with a warm-up:
 
     .. math::
         e = \operatorname{clip}\Big(\frac{KL}{KL_{target}} - 1,\,-0.2,\,0.2\Big), \qquad
-        \beta \leftarrow \beta\,\big(1 + e\, n / H\big)
+        \log\beta \leftarrow \operatorname{clip}\big(\log\beta + e\, n / H,\;
+        \log\beta_{min},\, \log\beta_{max}\big)
 
-    where ``n`` is the number of episodes in the step and ``H`` the horizon. ``current_kl`` is the
-    mean per-sequence KL (summed over tokens) of the step's samples.
+    where ``n`` is the number of episodes in the step and ``H`` the horizon; to first order in
+    :math:`e\,n/H` this is lm-human-preferences' :math:`\beta(1 + e\,n/H)`, but it can never
+    change sign and moves :math:`\log\beta` by at most :math:`0.2\,n/H` per step. The first
+    ``warmup`` updates only count: a policy starts at the reference (KL = 0), so the raw
+    controller would push :math:`\beta` down at the full rate on every early step, before the
+    policy has had time to respond, and then overshoot the target once :math:`\beta` has
+    collapsed. The clamp to :math:`[\beta_{min}, \beta_{max}]` bounds the damage of any such
+    transient. ``current_kl`` is the mean per-sequence KL (summed over tokens) of the step's
+    samples.
     """
 
     value: float
     target: float
     horizon: float
+    beta_min: float = 0.0
+    beta_max: float = math.inf
+    warmup: int = 0
+    updates: int = 0  # calls to update() so far (warm-up ones included)
 
     def update(self, current_kl: float, n_steps: int) -> None:
-        if not math.isfinite(current_kl):
+        self.updates += 1
+        if not math.isfinite(current_kl) or self.updates <= self.warmup:
             return
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error * n_steps / self.horizon
+        self.value = min(max(self.value * math.exp(error * n_steps / self.horizon), self.beta_min), self.beta_max)
 
     def state_dict(self) -> dict[str, float]:
-        return {"value": float(self.value), "target": float(self.target), "horizon": float(self.horizon)}
+        return {"value": float(self.value), "target": float(self.target), "horizon": float(self.horizon),
+                "beta_min": float(self.beta_min), "beta_max": float(self.beta_max), "warmup": int(self.warmup),
+                "updates": int(self.updates)}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.value = float(state["value"])
+        self.updates = int(state.get("updates", 0))
 
 
-def make_kl_controller(kind: str, beta: float, target: float, horizon: float):
-    """``fixed`` or ``adaptive`` controller starting at ``beta``."""
+def make_kl_controller(kind: str, beta: float, target: float, horizon: float, *, beta_min: float | None = None,
+                       beta_max: float | None = None, warmup: int = 0):
+    """``fixed`` or ``adaptive`` controller starting at ``beta``; the adaptive one keeps
+    :math:`\beta` in ``[beta_min, beta_max]`` (default ``[beta / 10, 10 beta]``) and holds it for
+    the first ``warmup`` steps."""
     if kind == "fixed":
         return FixedKLController(beta)
     if kind == "adaptive":
-        return AdaptiveKLController(beta, target, horizon)
+        lo = beta / 10.0 if beta_min is None else beta_min
+        hi = beta * 10.0 if beta_max is None else beta_max
+        if not lo <= beta <= hi:
+            raise ValueError(f"initial beta {beta:.4g} is outside [beta_min, beta_max] = [{lo:.4g}, {hi:.4g}]")
+        return AdaptiveKLController(beta, target, horizon, lo, hi, warmup)
     raise ValueError(f"unknown KL controller '{kind}'")

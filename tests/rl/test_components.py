@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmalign.rl.advantages import gae, group_norm, rloo, whiten
-from mmalign.rl.kl import AdaptiveKLController, FixedKLController, kl_per_token
+from mmalign.rl.kl import AdaptiveKLController, FixedKLController, kl_per_token, make_kl_controller
 from mmalign.rl.losses import aggregate, clipped_surrogate, clipped_value_loss
 
 
@@ -100,15 +100,38 @@ def test_clipped_surrogate_stops_gradient_outside_trust_region():
     assert v.item() == pytest.approx(2.0)  # max of unclipped (4/2) and clipped (0.25/2)
 
 
-def test_adaptive_controller_follows_lm_human_preferences():
+def test_adaptive_controller_moves_log_beta_by_the_clipped_error():
     ctl = AdaptiveKLController(0.2, target=6.0, horizon=10000)
     ctl.update(12.0, 512)  # error clipped to +0.2
-    assert ctl.value == pytest.approx(0.2 * (1 + 0.2 * 512 / 10000))
+    assert ctl.value == pytest.approx(0.2 * math.exp(0.2 * 512 / 10000))
     ctl.update(5.4, 512)  # error -0.1
-    assert ctl.value == pytest.approx(0.2 * (1 + 0.2 * 512 / 10000) * (1 - 0.1 * 512 / 10000))
+    assert ctl.value == pytest.approx(0.2 * math.exp((0.2 - 0.1) * 512 / 10000))
+    ctl.update(float("nan"), 512)  # a non-finite KL leaves beta alone
+    assert ctl.value == pytest.approx(0.2 * math.exp(0.1 * 512 / 10000))
     other = AdaptiveKLController(1.0, 6.0, 10000)
     other.load_state_dict(ctl.state_dict())
-    assert other.value == ctl.value
+    assert other.value == ctl.value and other.updates == 3
     fixed = FixedKLController(0.3)
     fixed.update(100.0, 10)
     assert fixed.value == 0.3
+
+
+def test_adaptive_controller_warms_up_and_stays_in_its_bounds():
+    ctl = make_kl_controller("adaptive", 0.5, target=1.0, horizon=10, warmup=3)
+    assert (ctl.beta_min, ctl.beta_max) == (0.05, 5.0)  # default clamp: a decade either way
+    for _ in range(3):  # KL = 0 at the start: held during the warm-up
+        ctl.update(0.0, 10)
+    assert ctl.value == 0.5
+    ctl.update(0.0, 10)
+    assert ctl.value == pytest.approx(0.5 * math.exp(-0.2))
+    for _ in range(100):  # a KL that never comes up cannot collapse beta below beta_min
+        ctl.update(0.0, 10)
+    assert ctl.value == pytest.approx(0.05)
+    for _ in range(100):
+        ctl.update(50.0, 10)
+    assert ctl.value == pytest.approx(5.0)
+    resumed = make_kl_controller("adaptive", 0.5, target=1.0, horizon=10, warmup=3)
+    resumed.load_state_dict(ctl.state_dict())
+    assert resumed.updates == 204 and resumed.value == ctl.value
+    with pytest.raises(ValueError, match="outside"):
+        make_kl_controller("adaptive", 0.5, target=1.0, horizon=10, beta_min=1.0)

@@ -78,6 +78,11 @@ class KLConfig:
     controller: str = field(default="fixed", metadata={"choices": KL_CONTROLLERS})
     target: float = field(default=1.0, metadata={"gt": 0})  # nats per sequence
     horizon: float = field(default=10000.0, metadata={"gt": 0})
+    # adaptive controller: beta stays in [beta_min, beta_max] (null: initial beta / 10, initial beta * 10)
+    # and is held for the first warmup_steps steps
+    beta_min: float | None = field(default=None, metadata={"gt": 0})
+    beta_max: float | None = field(default=None, metadata={"gt": 0})
+    warmup_steps: int = field(default=0, metadata={"ge": 0})
 
 
 @dataclass
@@ -156,6 +161,12 @@ class AlignConfig:
         if self.kl.mode == "loss" and self.kl.estimator == "k1":
             raise ConfigError("kl.estimator: k1 has zero expected gradient as a loss; use k2 (exact reverse-KL "
                               "gradient) or k3, or kl.mode: reward")
+        kl = self.kl
+        if kl.beta_min is not None and kl.beta_max is not None and kl.beta_min > kl.beta_max:
+            raise ConfigError(f"kl.beta_min: {kl.beta_min} is above kl.beta_max ({kl.beta_max})")
+        if kl.beta is not None and ((kl.beta_min is not None and kl.beta < kl.beta_min)
+                                    or (kl.beta_max is not None and kl.beta > kl.beta_max)):
+            raise ConfigError(f"kl.beta: {kl.beta} is outside [kl.beta_min, kl.beta_max]")
         if self.kl.beta is None and (tr.name == "raw" or self.objective == "bond"):
             raise ConfigError("kl.beta: solving beta for kl.target needs a calibrated transform (not raw or bond)")
         if self.objective == "bond" and tr.n < 2:

@@ -56,6 +56,11 @@ def _media_base(cfg: DataConfig, path: str) -> Path | None:
     return None  # hub dataset: paths are left as they are
 
 
+def _media_exists(kind: str, path: Path) -> bool:
+    """A media file; a video may also be a directory of frame images."""
+    return path.is_file() or (kind == "video" and path.is_dir())
+
+
 def _media(row: dict, cfg: DataConfig, loc: str, base: Path | None) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for kind in MEDIA_KINDS:
@@ -70,8 +75,9 @@ def _media(row: dict, cfg: DataConfig, loc: str, base: Path | None) -> dict[str,
                 p = Path(item).expanduser()
                 if not p.is_absolute() and base is not None:
                     p = base / p
-                if cfg.check_media and base is not None and not p.is_file():
-                    raise DataError(f"{loc}: {kind} file not found: {item} (looked at {p})")
+                if cfg.check_media and base is not None and not _media_exists(kind, p):
+                    what = "file or frame directory" if kind == "video" else "file"
+                    raise DataError(f"{loc}: {kind} {what} not found: {item} (looked at {p})")
                 resolved.append(str(p))
             else:
                 resolved.append(item)  # e.g. a PIL image or audio array from an HF dataset

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from mmalign.errors import ConfigError, DataError
-from mmalign.models.policy import SequenceBatch
+from mmalign.models.policy import Prompt, SequenceBatch
 from mmalign.models.text import TextPolicy
 from mmalign.utils.atomic import atomic_directory
 
@@ -41,12 +41,12 @@ def split_records(data: list[Any], held: list[Any] | None, fraction: float,
 class Example:
     """One tokenised demonstration."""
 
-    prompt: str
+    prompt: str | Prompt  # keeps its media for the forward passes
     prompt_ids: list[int]
     response_ids: list[int]
 
 
-def tokenize_examples(policy: TextPolicy, prompts: Sequence[str], responses: Sequence[str], *,
+def tokenize_examples(policy: TextPolicy, prompts: Sequence[str | Prompt], responses: Sequence[str], *,
                       max_seq_len: int, sources: Sequence[str] | None = None) -> list[Example]:
     """Prompt ids (chat template, truncation policy) + response ids + EOS, cut to ``max_seq_len``.
 

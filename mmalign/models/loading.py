@@ -151,6 +151,8 @@ def load_policy(cfg: ModelConfig | str | Path, *, run_device: str = "auto", run_
     if Path(cfg.path).is_dir():
         from mmalign.multimodal.loading import checkpoint_kind, load_multimodal_policy
 
+        quiet_hf_progress()
+
         if checkpoint_kind(cfg.path) != "text":
             device = run_device if cfg.device == "run" else cfg.device
             dtype = run_dtype if cfg.dtype == "run" else cfg.dtype

@@ -27,6 +27,22 @@ def as_prompt(p: str | Prompt) -> Prompt:
 
 
 @dataclass
+class SourcedPrompt(Prompt):
+    """A Prompt that remembers its record (``file:line``) so errors can name it."""
+
+    source: str = ""
+
+
+def to_prompt(record: Any) -> Prompt:
+    """A policy prompt from a data record (its text, media and source) or a plain prompt."""
+    if isinstance(record, Prompt):
+        return record
+    if isinstance(record, str):
+        return Prompt(text=record)
+    return SourcedPrompt(text=record.prompt, media=list(record.media), source=getattr(record, "source", ""))
+
+
+@dataclass
 class SequenceBatch:
     """Token view of (prompt, response) rows."""
 
@@ -78,6 +94,12 @@ class Policy(Protocol):
         ...
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        ...
+
+    def set_trainable(self, scope: str = "all") -> None:
+        """Choose what trains: ``all`` (everything trainable as loaded: full weights, or the LoRA
+        adapters, plus any media projectors) or ``projector`` (only the media projectors; a policy
+        without them raises ConfigError)."""
         ...
 
     def save(self, directory: Any) -> None:

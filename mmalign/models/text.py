@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from mmalign.errors import UserError
+from mmalign.config.schemas.sft import TRAINABLE_SCOPES
+from mmalign.errors import ConfigError, UserError
 from mmalign.models.policy import Prompt, Samples, SequenceBatch, as_prompt
 from mmalign.models.sampler import positions_from_mask, sample_shared_prefix
 
@@ -292,6 +293,16 @@ class TextPolicy:
         if self.frozen:
             return []
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def set_trainable(self, scope: str = "all") -> None:
+        """What trains (SFT's ``train.trainable``): ``all`` keeps what loading chose (full weights,
+        or only the LoRA adapters; nothing of a quantised model without LoRA). A text policy has no
+        media projector, so ``projector`` is a ConfigError."""
+        if scope not in TRAINABLE_SCOPES:
+            raise ConfigError(f"train.trainable: must be one of {', '.join(TRAINABLE_SCOPES)}; got '{scope}'")
+        if scope == "projector":
+            raise ConfigError("train.trainable: 'projector' needs a multimodal checkpoint (this text model "
+                              "has no media projector); use 'all'")
 
     def save(self, directory: str | Path) -> None:
         """Save in Hugging Face format with safetensors: LoRA adapters only for a peft policy

@@ -22,7 +22,7 @@ import torch
 
 from mmalign.errors import ConfigError, DataError, UserError
 from mmalign.models.policy import Prompt, Samples, SequenceBatch, as_prompt
-from mmalign.models.text import META_FILE, TextPolicy
+from mmalign.models.text import META_FILE, TRAINABLE_SCOPES, TextPolicy
 from mmalign.multimodal.lm import MultimodalLM
 from mmalign.multimodal.media import KINDS, PLACEHOLDERS, describe, split_by_kind
 
@@ -166,6 +166,29 @@ class MultimodalPolicy(TextPolicy):
             raise UserError("no prompts to sample from")
         with self._media_call(prompts):
             return super().sample(prompts, n, **kwargs)
+
+    # ----------------------------------------------------------------- training scope
+    def set_trainable(self, scope: str = "all") -> None:
+        """``projector``: only the media projectors train (LM and encoders frozen), LLaVA's first
+        stage; ``all``: the LM (its LoRA adapters only, for a LoRA policy) and the projectors train.
+        Encoders keep their current setting (frozen unless loaded with ``train_encoders``)."""
+        if scope not in TRAINABLE_SCOPES:
+            raise ConfigError(f"train.trainable: must be one of {', '.join(TRAINABLE_SCOPES)}; got '{scope}'")
+        if self.frozen:
+            raise UserError("cannot train a frozen reference policy")
+        encoder_params = [p for a in self.model.adapters.values() for m in a.encoder_modules() for p in m.parameters()]
+        encoders_frozen = [not p.requires_grad for p in encoder_params]
+        self.model.requires_grad_(False)
+        if scope == "all":
+            for name, p in self.model.lm.named_parameters():
+                p.requires_grad_("lora_" in name if self.is_peft else True)
+        for p, frozen in zip(encoder_params, encoders_frozen):  # native VLMs hold the tower inside lm
+            p.requires_grad_(not frozen and scope == "all")
+        projectors = [m for a in self.model.adapters.values() for m in a.projector_modules()]
+        if scope == "projector" and not projectors:
+            raise ConfigError("train.trainable: 'projector' but this model has no media projector")
+        for module in projectors:
+            module.requires_grad_(True)
 
     # ----------------------------------------------------------------- reference, saving
     def _sibling(self, model: torch.nn.Module) -> MultimodalPolicy:

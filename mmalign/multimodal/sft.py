@@ -15,30 +15,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mmalign.errors import UserError
-from mmalign.models.policy import Prompt
+from mmalign.models.policy import Prompt, SourcedPrompt, to_prompt
 from mmalign.utils.progress import progress
 
+__all__ = ["STAGES", "SourcedPrompt", "answer_accuracy", "set_stage", "sft", "to_prompt"]
+
 STAGES = ("projector", "full", "lora")
-
-
-@dataclass
-class SourcedPrompt(Prompt):
-    """A Prompt that remembers its record (``file:line``) so errors can name it."""
-
-    source: str = ""
-
-
-def to_prompt(record: Any) -> Prompt:
-    """A policy prompt from a data record (keeps its media and source) or a plain prompt."""
-    if isinstance(record, (str, Prompt)):
-        return record if isinstance(record, Prompt) else Prompt(text=record)
-    return SourcedPrompt(text=record.prompt, media=list(record.media), source=getattr(record, "source", ""))
 
 
 def _pairs(records: Sequence[Any]) -> list[tuple[Prompt, str]]:
@@ -53,7 +40,8 @@ def _pairs(records: Sequence[Any]) -> list[tuple[Prompt, str]]:
 
 def set_stage(policy: Any, stage: str, *, lora_r: int = 8, lora_alpha: float = 16.0,
               lora_targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> None:
-    """Set which parameters of a multimodal policy train in ``stage``."""
+    """Set which parameters of a multimodal policy train in ``stage`` (``lora`` first wraps the LM
+    in LoRA adapters if it has none); the policy's :meth:`set_trainable` does the freezing."""
     if stage not in STAGES:
         raise UserError(f"sft stage must be one of {', '.join(STAGES)}; got '{stage}'")
     model = policy.model
@@ -62,17 +50,7 @@ def set_stage(policy: Any, stage: str, *, lora_r: int = 8, lora_alpha: float = 1
 
         model.lm = get_peft_model(model.lm, LoraConfig(r=lora_r, lora_alpha=lora_alpha,
                                                        target_modules=list(lora_targets), task_type="CAUSAL_LM"))
-    model.requires_grad_(False)
-    if stage == "full":
-        model.lm.requires_grad_(True)
-    elif stage == "lora":
-        for name, p in model.lm.named_parameters():
-            p.requires_grad_("lora_" in name)
-    for adapter in model.adapters.values():
-        for module in adapter.encoder_modules():
-            module.requires_grad_(False)
-        for module in adapter.projector_modules():
-            module.requires_grad_(True)
+    policy.set_trainable("projector" if stage == "projector" else "all")
 
 
 def sft(policy: Any, records: Sequence[Any], *, stage: str = "full", steps: int = 100, lr: float = 1e-3,

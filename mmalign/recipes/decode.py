@@ -22,8 +22,8 @@ from mmalign.config import to_yaml
 from mmalign.config.schemas.decode import DecodeConfig
 from mmalign.data import load_prompts
 from mmalign.decoding import best_of_n, blockwise_decode
-from mmalign.models.loading import load_text_policy
-from mmalign.models.policy import Prompt
+from mmalign.models.loading import load_policy
+from mmalign.models.policy import to_prompt
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -42,8 +42,8 @@ def run_decode(cfg: DecodeConfig, *, overwrite: bool = False, resume: bool = Fal
     started = time.time()
     seed_everything(cfg.run.seed)
     records = load_prompts(cfg.data)
-    prompts = [Prompt(text=r.prompt, media=r.media) for r in records]
-    policy = load_text_policy(cfg.model, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
+    prompts = [to_prompt(r) for r in records]
+    policy = load_policy(cfg.model, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
     d = cfg.decode
     # every prompt must fit before any work (one-line error naming the prompt index)
     policy.encode_prompts(prompts, d.max_new_tokens)

@@ -7,6 +7,12 @@ Prompt tokens carry no loss. With ``train.packing`` examples are concatenated in
 training, every ``train.eval_every`` steps and at the end. The run directory holds config.yaml,
 metrics.jsonl, run.log, checkpoints/step_*/ (resumable) and final/, a Hugging Face checkpoint
 (full weights or LoRA adapter) that every other verb loads with ``model.path: <run>/final``.
+
+Records may carry images, audio or video (``Prompt(text, media)``); the policy loaded from
+``model.path`` decides how they become embeddings. ``train.trainable: projector`` trains only the
+media projectors (the first stage of multimodal SFT; the policy refuses it if it has none), then a
+second run from that ``final/`` with ``trainable: all`` (optionally ``model.lora.enabled``) trains
+the LM too.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from mmalign.models.finetune import (
     to_batch,
     tokenize_examples,
 )
-from mmalign.models.loading import load_text_policy, resolve_checkpoint
+from mmalign.models.loading import load_policy, resolve_checkpoint
+from mmalign.models.policy import to_prompt
 from mmalign.models.text import TextPolicy
 from mmalign.utils.atomic import atomic_directory
 from mmalign.utils.progress import echo, progress
@@ -77,11 +84,14 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
         load_sft(cfg.data), load_sft(cfg.eval_data) if cfg.eval_data is not None else None,
         cfg.eval_fraction, cfg.run.seed)
     resolve_checkpoint(cfg.model.path)  # fail fast, before a run directory exists
+    if cfg.train.packing and any(r.media for r in train_records):
+        raise ConfigError("train.packing: prompts with images/audio/video cannot be packed; set train.packing=false")
     run = RunDir.open(cfg.run.output_dir, cfg.run.name, to_yaml(cfg), overwrite=overwrite, resume=resume)
     t = cfg.train
     start_step, ckpt = 0, latest_checkpoint(run.checkpoints) if run.resumed else None
     model_cfg = cfg.model if ckpt is None else dataclasses.replace(cfg.model, path=str(ckpt[1] / "model"))
-    policy = load_text_policy(model_cfg, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
+    policy = load_policy(model_cfg, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
+    policy.set_trainable(t.trainable)
     if ckpt is not None:
         start_step = ckpt[0]
         run.truncate_metrics(start_step)
@@ -90,9 +100,9 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
     if not params:
         raise ConfigError("model: nothing to train (quantised weights train through LoRA: set model.lora.enabled)")
 
-    train = tokenize_examples(policy, [r.prompt for r in train_records], [r.response for r in train_records],
+    train = tokenize_examples(policy, [to_prompt(r) for r in train_records], [r.response for r in train_records],
                               max_seq_len=t.max_seq_len, sources=[r.source for r in train_records])
-    held = tokenize_examples(policy, [r.prompt for r in eval_records], [r.response for r in eval_records],
+    held = tokenize_examples(policy, [to_prompt(r) for r in eval_records], [r.response for r in eval_records],
                              max_seq_len=t.max_seq_len, sources=[r.source for r in eval_records]) if eval_records else []
     run.logger.info("sft: %d training / %d held-out examples, %d trainable parameters", len(train), len(held),
                     sum(p.numel() for p in params))

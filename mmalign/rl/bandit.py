@@ -136,6 +136,13 @@ class BanditPolicy:
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def set_trainable(self, scope: str = "all") -> None:
+        """The logit table is all there is: only ``all`` applies."""
+        if scope != "all":
+            from mmalign.errors import ConfigError
+
+            raise ConfigError(f"train.trainable: a bandit policy has no media projector; got '{scope}'")
+
     def probs(self) -> torch.Tensor:
         """The current policy table ``[prompts, vocab]``."""
         with torch.no_grad():

@@ -133,6 +133,22 @@ def test_media_paths_resolve_relative_to_the_file(tmp_path):
         load_prompts(str(f))
 
 
+def test_video_may_be_a_directory_of_frames_but_images_may_not(tmp_path):
+    (tmp_path / "clips" / "walk").mkdir(parents=True)
+    (tmp_path / "clips" / "walk" / "f0.png").write_bytes(b"fake")
+    (tmp_path / "clips" / "run.mp4").write_bytes(b"fake")
+    f = write_jsonl(tmp_path / "v.jsonl", [{"prompt": "<video> <video> what happens?", "video": ["clips/walk", "clips/run.mp4"]}])
+    (rec,) = load_sft(DataConfig(path=str(f), fields={"response": "prompt"}))
+    assert rec.video == [str(tmp_path / "clips" / "walk"), str(tmp_path / "clips" / "run.mp4")]
+    assert rec.media == rec.video
+    f = write_jsonl(tmp_path / "v_bad.jsonl", [{"prompt": "p", "video": ["clips/missing"]}])
+    with pytest.raises(DataError, match=r"v_bad\.jsonl:1: video file or frame directory not found: clips/missing"):
+        load_prompts(str(f))
+    f = write_jsonl(tmp_path / "img_dir.jsonl", [{"prompt": "p"}, {"prompt": "p", "images": ["clips/walk"]}])
+    with pytest.raises(DataError, match=r"img_dir\.jsonl:2: images file not found: clips/walk"):
+        load_prompts(str(f))
+
+
 def test_json_file_of_records(tmp_path):
     f = tmp_path / "p.json"
     f.write_text(json.dumps({"data": [{"prompt": "a"}, {"prompt": "b"}]}), encoding="utf-8")

@@ -78,3 +78,20 @@ def test_best_of_n_and_ctrl_step(tiny_llava_dir, media_dir):
     stats = ctrl_step(policy, ref, ps, reward, refs, opt, n=4, max_new_tokens=4)
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values()) and 0 <= stats["calibrated"] <= 1
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.trainable_parameters()))
+
+
+def test_trainable_scopes_keep_the_vision_tower_frozen(tiny_llava_dir):
+    """``set_trainable`` on a native VLM, whose tower lives inside the LM module: ``projector`` trains
+    only the multi-modal projector, ``all`` the language model and projector, never the tower."""
+    policy = _policy(tiny_llava_dir)
+    inner = policy.model.lm
+
+    def trainable(module):
+        return {n for n, p in module.named_parameters() if p.requires_grad}
+
+    policy.set_trainable("projector")
+    assert {id(p) for p in policy.trainable_parameters()} == {id(p) for p in inner.model.multi_modal_projector.parameters()}
+    policy.set_trainable("all")
+    assert not trainable(inner.model.vision_tower)
+    assert trainable(inner.model.language_model) == {n for n, _ in inner.model.language_model.named_parameters()}
+    assert trainable(inner.model.multi_modal_projector)

@@ -8,6 +8,8 @@ from mmalign.config.schemas.data import DataConfig
 from mmalign.config.schemas.model import ModelConfig
 from mmalign.config.schemas.run import RunConfig
 
+TRAINABLE_SCOPES = ("all", "projector")
+
 
 @dataclass
 class TrainLoopConfig:
@@ -30,6 +32,9 @@ class TrainLoopConfig:
 @dataclass
 class SFTTrainConfig(TrainLoopConfig):
     packing: bool = False  # concatenate examples into max_seq_len blocks (loss still on responses only)
+    # all: every weight the loaded model trains (full weights, or the LoRA adapters, plus media
+    # projectors); projector: only the media projectors of a multimodal model (LLaVA's first stage)
+    trainable: str = field(default="all", metadata={"choices": TRAINABLE_SCOPES})
 
 
 @dataclass

@@ -374,7 +374,10 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
 
         t = time.perf_counter()
         mask = samples.response_mask.float()
-        old_logp = logprobs(policy, samples, ro.temperature)
+        # Without top-p/top-k the sampler's log-probs are those of the policy that sampled (the
+        # policy tests check this to 1e-4): reuse them instead of another forward pass.
+        exact = ro.top_p >= 1.0 and ro.top_k == 0 and samples.logprobs is not None
+        old_logp = samples.logprobs.float() * mask if exact else logprobs(policy, samples, ro.temperature)
         ref_logp = logprobs(reference, samples, ro.temperature)
         values = values_of(value_model, samples) if value_model is not None else None
         kl = kl_per_token(old_logp, ref_logp, cfg.kl.estimator) * mask

@@ -83,12 +83,14 @@ def main() -> None:
         p = report["parity"]
         print(f"{fmt} {quant}: rel err {p['logit_rel_err_max']:.2e}, greedy {p['greedy_agreement']:.1%}", flush=True)
     print(f"\ncheckpoint {ckpt}; {args.prompts} held-out prompts x {args.tokens} greedy tokens\n")
-    print("| format | quant | size vs fp32 | logit rel. err (max / mean) | greedy agreement | teacher-forced | runtime |")
-    print("|---|---|---|---|---|---|---|")
+    print("| format | quant | size vs fp32 | logit rel. err (max / mean) | greedy agreement (stop at EOS) | strict (past EOS) "
+          "| teacher-forced | runtime |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         p = r["parity"]
         print(f"| {r['format']} | {r['quant']} | {r['size_ratio_vs_fp32']:.0%} | {p['logit_rel_err_max']:.2e} / "
-              f"{p['logit_rel_err_mean']:.2e} | {p['greedy_agreement']:.1%} | {p['teacher_forced_agreement']:.1%} | "
+              f"{p['logit_rel_err_mean']:.2e} | {p['greedy_agreement']:.1%} | {p['strict_agreement']:.1%} | "
+              f"{p['teacher_forced_agreement']:.1%} | "
               f"{p['runtime']} |")
     (work / "parity.json").write_text(json.dumps(rows, indent=2))
 

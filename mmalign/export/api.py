@@ -170,4 +170,4 @@ def _verify(ckpt: Checkpoint, model: Any, fmt: str, quant: str, out: Path, manif
     tokenizer = Tokenizer.from_file(str(ckpt.path / "tokenizer.json"))
     prompt_ids = [tokenizer.encode(p).ids or [manifest.bos_token_id or 0] for p in prompts]
     exported = _exported_runner(fmt, quant, out, manifest)
-    return measure_parity(TorchRunner(model), exported, prompt_ids, eval_tokens).as_dict()
+    return measure_parity(TorchRunner(model), exported, prompt_ids, eval_tokens, manifest.eos_token_ids).as_dict()

@@ -28,12 +28,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     if parity:
         lines += ["| metric | value |", "|---|---|"]
         for key in ("prompts", "new_tokens", "logit_rel_err_max", "logit_rel_err_mean", "greedy_agreement",
-                    "teacher_forced_agreement", "tokens_per_s", "reference_tokens_per_s", "runtime",
+                    "strict_agreement", "teacher_forced_agreement", "tokens_per_s", "reference_tokens_per_s", "runtime",
                     "reference_runtime"):
             lines.append(f"| {key} | {_fmt(parity[key])} |")
         lines += ["", "Relative logit error = max|Δlogits| / max|logits_ref| per prompt (teacher-forced on "
-                  "prompt + reference greedy continuation); greedy agreement = share of P×T free-running "
-                  "greedy tokens equal to PyTorch's."]
+                  "prompt + reference greedy continuation); greedy agreement = share of positions where the "
+                  "greedy outputs (stopping at EOS) equal PyTorch's; strict agreement = the same over all P×T "
+                  "free-running positions, past EOS too."]
     else:
         lines.append("Verification skipped.")
     return "\n".join(lines) + "\n"

@@ -5,9 +5,13 @@ On each held-out prompt the reference (PyTorch fp32) greedily generates ``T`` to
 - **logit relative error** of a prompt = ``max|Δlogits| / max|logits_ref|`` over every position of
   prompt + reference continuation (teacher-forced, one full-sequence pass each); the report gives
   its max and mean over prompts.
-- **greedy agreement** = fraction of the ``P × T`` positions where the exported model's own
-  free-running greedy tokens equal the reference's (strict: after a divergence later tokens
-  usually differ too). **Teacher-forced agreement** compares argmaxes on the reference sequence.
+- **greedy agreement** = agreement of the greedy *outputs* as a deployed runtime produces them,
+  stopping at EOS: each output is cut after its first EOS (at most ``T`` tokens); over the longer of
+  the two outputs, a position counts when both have the same token there (a missing token is a
+  mismatch). **Strict agreement** = the same over all ``P × T`` free-running positions, ignoring
+  EOS, so tokens a model would never emit after its stop token are compared too (after a
+  divergence later tokens usually differ). **Teacher-forced agreement** compares argmaxes on the
+  reference sequence.
 - **tokens/s** = ``P × T`` / wall time of the greedy generations (KV cache, batch 1, prefill
   included), for the exported runtime and for the PyTorch reference.
 """
@@ -93,6 +97,7 @@ class Parity:
     logit_rel_err_max: float
     logit_rel_err_mean: float
     greedy_agreement: float
+    strict_agreement: float
     teacher_forced_agreement: float
     tokens_per_s: float
     reference_tokens_per_s: float
@@ -131,20 +136,42 @@ def run_reference(reference: Runner, prompt_ids: list[list[int]], new_tokens: in
     return Reference([list(p) for p in prompt_ids], conts, logits, tps, reference.name)
 
 
-def compare(ref: Reference, exported: Runner) -> Parity:
+def until_eos(tokens: Sequence[int], eos_ids: Sequence[int]) -> list[int]:
+    """The output a runtime that stops at EOS would return (the EOS token included)."""
+    out: list[int] = []
+    for tok in tokens:
+        out.append(int(tok))
+        if tok in eos_ids:
+            break
+    return out
+
+
+def output_agreement(ref_out: Sequence[int], exp_out: Sequence[int]) -> tuple[int, int]:
+    """(matching positions, positions) over the longer of two outputs; a missing token mismatches."""
+    length = max(len(ref_out), len(exp_out))
+    same = sum(1 for a, b in zip(ref_out, exp_out) if a == b)
+    return same, length
+
+
+def compare(ref: Reference, exported: Runner, eos_ids: Sequence[int] = ()) -> Parity:
     """Parity of ``exported`` against a computed :class:`Reference` (see the module docstring)."""
     exp_out, exp_tps = _timed_greedy(exported, ref.prompt_ids, ref.new_tokens)
-    rel, agree, tf_agree = [], [], []
+    rel, strict, tf_agree = [], [], []
+    same_total, positions = 0, 0
     for prompt, ref_cont, ref_logits, exp_cont in zip(ref.prompt_ids, ref.continuations, ref.logits, exp_out):
         exp_logits = exported.logits(prompt + ref_cont)
         rel.append(float(np.abs(exp_logits - ref_logits).max() / max(np.abs(ref_logits).max(), 1e-12)))
-        agree.extend(int(a == b) for a, b in zip(ref_cont, exp_cont))
+        strict.extend(int(a == b) for a, b in zip(ref_cont, exp_cont))
+        same, length = output_agreement(until_eos(ref_cont, eos_ids), until_eos(exp_cont, eos_ids))
+        same_total, positions = same_total + same, positions + length
         predicted = exp_logits[len(prompt) - 1: -1].argmax(axis=-1)
         tf_agree.extend((predicted == np.asarray(ref_cont)).astype(int).tolist())
-    return Parity(len(ref.prompt_ids), ref.new_tokens, max(rel), float(np.mean(rel)), float(np.mean(agree)),
-                  float(np.mean(tf_agree)), exp_tps, ref.tokens_per_s, exported.name, ref.name)
+    return Parity(len(ref.prompt_ids), ref.new_tokens, max(rel), float(np.mean(rel)),
+                  same_total / max(positions, 1), float(np.mean(strict)), float(np.mean(tf_agree)), exp_tps,
+                  ref.tokens_per_s, exported.name, ref.name)
 
 
-def measure_parity(reference: Runner, exported: Runner, prompt_ids: list[list[int]], new_tokens: int) -> Parity:
-    """Compare ``exported`` with ``reference`` on tokenised prompts."""
-    return compare(run_reference(reference, prompt_ids, new_tokens), exported)
+def measure_parity(reference: Runner, exported: Runner, prompt_ids: list[list[int]], new_tokens: int,
+                   eos_ids: Sequence[int] = ()) -> Parity:
+    """Compare ``exported`` with ``reference`` on tokenised prompts (outputs stop at ``eos_ids``)."""
+    return compare(run_reference(reference, prompt_ids, new_tokens), exported, eos_ids)

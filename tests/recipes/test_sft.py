@@ -70,3 +70,41 @@ def test_sft_missing_checkpoint_is_one_line_error(run_cli, tmp_path):
     code, out, err = run_cli("sft", cfg)
     assert code == 2 and "checkpoint directory not found" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_sft_resume_after_sigkill_matches_uninterrupted_run(run_cli, toy_nano, tmp_path):
+    """Kill a run right after its step-6 checkpoint, resume it, and end with an uninterrupted run's weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[2]
+    killed = write_config(tmp_path / "killed.yaml", toy_nano, tmp_path / "k")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "mmalign", "sft", killed, "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = tmp_path / "k" / "runs" / "sft-test" / "checkpoints" / "step_0000006" / "state.json"
+    deadline = time.time() + 300
+    try:
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.time() < deadline, "no step-6 checkpoint in time"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    code, _, err = run_cli("sft", killed, "--resume", "-q")
+    assert code == 0, err
+    straight = write_config(tmp_path / "straight.yaml", toy_nano, tmp_path / "s")
+    code, _, err = run_cli("sft", straight, "-q")
+    assert code == 0, err
+    a = load_file(str(tmp_path / "k" / "runs" / "sft-test" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "s" / "runs" / "sft-test" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 META_FILE = "mmalign_policy.json"
 
+SHARED_PREFIX_SCORING = True  # score() forwards each distinct prompt once (see TextPolicy.score)
+
 
 class TextPolicy:
     """A causal LM plus its tokenizer, implementing the Policy protocol."""
@@ -184,9 +186,89 @@ class TextPolicy:
                              use_cache=False, logits_to_keep=steps + 1)
         return out.logits[:, :-1]
 
-    def score(self, batch: SequenceBatch, *, temperature: float = 1.0) -> torch.Tensor:
-        """Per-token log-probs [R, T] of the batch's responses (0 on padding)."""
-        logits = self.logits(batch).float()
+    def _prefix_groups(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(first, inverse)`` when rows share prompts: ``first[u]`` is a row holding unique prompt
+        ``u`` and ``inverse[r]`` the unique prompt of row ``r``; None when sharing would not help
+        (every prompt distinct), is unsafe (rows of one ``prompt_index`` with different prompt
+        tokens) or is unsupported (gradient checkpointing drops the cache; sliding-window layers)."""
+        rows = batch.prompt_ids.shape[0]
+        if batch.prompt_index is None or rows < 2:
+            return None
+        index = batch.prompt_index.to(batch.prompt_ids.device)
+        _, inverse = torch.unique(index, return_inverse=True)
+        unique = int(inverse.max()) + 1
+        if unique == rows:
+            return None
+        if torch.is_grad_enabled() and not self.frozen and self.model.training and any(
+                getattr(m, "gradient_checkpointing", False) is True for m in self.model.modules()):
+            return None
+        if not self._full_attention_only():
+            return None
+        first = torch.full((unique,), rows, dtype=torch.long, device=inverse.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(rows, device=inverse.device), reduce="amin")
+        same = (torch.equal(batch.prompt_ids[first][inverse], batch.prompt_ids)
+                and torch.equal(batch.prompt_mask[first][inverse], batch.prompt_mask))
+        return (first, inverse) if same else None
+
+    def _full_attention_only(self) -> bool:
+        """Whether every layer attends to the whole past (so a prompt's cache can be reused as is;
+        sliding-window layers keep only part of it and are scored on the full path)."""
+        config = getattr(getattr(self.model, "module", self.model), "config", None)
+        if config is None:
+            return False
+        if hasattr(config, "get_text_config"):
+            config = config.get_text_config()
+        types = getattr(config, "layer_types", None)
+        if types is not None:
+            return all(t == "full_attention" for t in types)
+        return not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False
+
+    def _prefix_inputs(self, batch: SequenceBatch, first: torch.Tensor):
+        """Context for the shared-prefix prompt pass over rows ``first`` of ``batch`` (a hook for
+        policies whose prompt embeddings need more than the token ids)."""
+        return contextlib.nullcontext()
+
+    def _shared_prefix_logits(self, batch: SequenceBatch, first: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        """Logits [R, T, V] as :meth:`logits` computes them, with each distinct prompt forwarded
+        once: its KV cache (and the last-position logits, which predict the first response token)
+        are then indexed out to the rows, and the responses run on top with the positions
+        ``positions_from_mask`` gives the full sequence. Differentiable unless frozen."""
+        p_ids = batch.prompt_ids[first].to(self.device)
+        p_mask = batch.prompt_mask[first].to(self.device)
+        width = p_mask.shape[1]
+        steps = batch.response_ids.shape[1]
+        inverse = inverse.to(self.device)
+        with self._context():
+            with self._prefix_inputs(batch, first):
+                out = self.model(input_ids=p_ids, attention_mask=p_mask, position_ids=positions_from_mask(p_mask),
+                                 use_cache=True, logits_to_keep=1)  # the model makes a DynamicCache
+            cache = getattr(out, "cache", None)
+            if cache is None:  # a model that returned no cache: score the rows in full
+                return self.logits(batch)
+            head = out.logits[:, -1:][inverse]
+            if steps == 1:
+                return head
+            cache.batch_select_indices(inverse)
+            # the last response token predicts nothing that is scored, so it is not forwarded
+            mask = torch.cat([batch.prompt_mask, batch.response_mask[:, :-1]], dim=1).to(self.device)
+            positions = positions_from_mask(mask)[:, width:]
+            out = self.model(input_ids=batch.response_ids[:, :-1].to(self.device), attention_mask=mask,
+                             position_ids=positions, cache=cache, use_cache=True)
+        return torch.cat([head, out.logits], dim=1)
+
+    def score(self, batch: SequenceBatch, *, temperature: float = 1.0,
+              shared_prefix: bool | None = None) -> torch.Tensor:
+        """Per-token log-probs [R, T] of the batch's responses (0 on padding).
+
+        Rows that share a prompt (``prompt_index``) forward it once and reuse its KV cache
+        (:meth:`_shared_prefix_logits`); ``shared_prefix=False`` (or the module-level
+        ``SHARED_PREFIX_SCORING = False``) forces one full-sequence pass per row."""
+        use = SHARED_PREFIX_SCORING if shared_prefix is None else shared_prefix
+        groups = self._prefix_groups(batch) if use else None
+        if groups is not None:
+            logits = self._shared_prefix_logits(batch, *groups).float()
+        else:
+            logits = self.logits(batch).float()
         if temperature != 1.0:
             logits = logits / temperature
         ids = batch.response_ids.to(logits.device)

@@ -5,7 +5,8 @@ Only prompt construction changes. Each ``<image>`` / ``<audio>`` / ``<video>`` p
 prompt's text takes the next media item of that kind (``Prompt.media``, in order) and becomes a
 run of placeholder ids, one per feature vector; the features fill those positions on the
 full-sequence passes. Sampling (prefix-shared: one prefill per prompt), scoring, the reference,
-LoRA and the CTRL / best-of-N / evaluation code are the text policy's, unchanged. Encoders run
+LoRA and the CTRL / best-of-N / evaluation code are the text policy's, unchanged (prefix-shared
+scoring supplies the media through ``_prefix_inputs``). Encoders run
 ONCE per distinct prompt of a call: a best-of-N over N samples, or scoring N rows of one prompt,
 encodes its media once.
 """
@@ -160,6 +161,11 @@ class MultimodalPolicy(TextPolicy):
         position = {p: j for j, p in enumerate(used)}
         with self._media_call([batch.prompts[p] for p in used], rows=[position[p] for p in index]):
             return super().logits(batch)
+
+    def _prefix_inputs(self, batch: SequenceBatch, first: torch.Tensor):
+        # the shared-prefix prompt pass of score(): one forward row per distinct prompt, so its
+        # media is encoded once; the response pass runs on the cache and needs no features
+        return self._media_call([batch.prompts[int(p)] for p in batch.prompt_index[first].tolist()])
 
     def sample(self, prompts: Sequence[str | Prompt], n: int = 1, **kwargs: Any) -> Samples:
         if not prompts:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmalign.errors import DataError
-from mmalign.models.policy import Policy, Prompt
+from mmalign.models.policy import Policy, Prompt, SequenceBatch
 from mmalign.multimodal.sft import SourcedPrompt
 
 
@@ -104,6 +104,29 @@ def test_scoring_n_rows_encodes_each_prompt_once(mm_policy, media_dir):
     mm_policy.score(s)
     h.remove()
     assert sizes == [1]
+
+
+def test_shared_prefix_scoring_equals_full_path(mm_policy, media_dir):
+    s = mm_policy.sample(prompts(media_dir), n=3, max_new_tokens=5, generator=torch.Generator().manual_seed(1))
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(2))[:9]
+    batch = SequenceBatch(prompt_ids=s.prompt_ids[order], prompt_mask=s.prompt_mask[order],
+                          response_ids=s.response_ids[order], response_mask=s.response_mask[order],
+                          prompt_index=s.prompt_index[order], prompts=s.prompts)
+    assert mm_policy._prefix_groups(batch) is not None
+    params = mm_policy.trainable_parameters()
+    results = []
+    for shared in (False, True):
+        mm_policy.model.zero_grad(set_to_none=True)
+        lp = mm_policy.score(batch, temperature=0.7, shared_prefix=shared)
+        lp.sum().backward()
+        results.append((lp.detach(), [p.grad.clone() if p.grad is not None else None for p in params]))
+    mm_policy.model.zero_grad(set_to_none=True)
+    (full, g_full), (shared, g_shared) = results
+    assert torch.allclose(shared, full, atol=1e-5, rtol=0)
+    for a, b in zip(g_full, g_shared):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert (a - b).abs().max() <= 1e-5 * a.abs().max().clamp_min(1e-12)
 
 
 @pytest.mark.parametrize("prompt, message", [

@@ -70,3 +70,33 @@ def test_alignment_tax_report(run_cli, tiny_llama_dir, other_llama_dir, tmp_path
     assert set(cmp["subjects"]) == set(res["subjects"])
     assert "Alignment tax" in (tmp_path / "tax" / "compare.md").read_text()
     assert "Alignment tax" in out
+
+
+def test_lora_aligned_checkpoint_is_scored_as_its_merged_model(run_cli, tiny_llama_dir, tmp_path):
+    """`--model <final/>` of a LoRA run (adapter + base reference, no config.json) scores like the
+    merged model saved as a plain checkpoint."""
+    import torch
+
+    from mmalign.models.loading import load_policy
+
+    policy = load_policy(tiny_llama_dir, device="cpu", dtype="float32", lora={"enabled": True, "r": 4})
+    with torch.no_grad():
+        for name, param in policy.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a trained adapter changes the model
+    adapter = tmp_path / "adapter"
+    policy.save(adapter)
+    assert (adapter / "adapter_config.json").is_file() and not (adapter / "config.json").exists()
+    merged = tmp_path / "merged"
+    policy.model.merge_and_unload().save_pretrained(merged)
+    policy.tokenizer.save_pretrained(merged)
+
+    lls = {}
+    for name, path in (("adapter", adapter), ("merged", merged), ("base", tiny_llama_dir)):
+        code, out, err = run_cli("evaluate", "mmlu", "--model", str(path), "--data", str(sample_dir()),
+                                 "--shots", "0", "--limit", "2", "--out", str(tmp_path / f"o-{name}"), "-q")
+        assert code == 0, err
+        lines = (tmp_path / f"o-{name}" / "predictions.jsonl").read_text().splitlines()
+        lls[name] = [ll for line in lines for ll in json.loads(line)["lls"]]
+    assert lls["adapter"] == pytest.approx(lls["merged"], abs=1e-4)
+    assert lls["adapter"] != pytest.approx(lls["base"], abs=1e-2)  # the adapter was applied

@@ -438,4 +438,11 @@ def open_backend(model: Any, *, dtype: str = "float32", device: str = "cpu", pre
         return EdgeBackend(p, add_bos_token=add_bos_token, prefix_cache=prefix_cache)
     if p.suffix == ".onnx":
         return EdgeBackend(p.parent, add_bos_token=add_bos_token, prefix_cache=prefix_cache)
+    if p.is_dir() and (p / "adapter_config.json").is_file() and not (p / "config.json").is_file():
+        # a LoRA-aligned policy (e.g. `mmalign align` with lora.enabled): base + adapter, merged
+        from mmalign.models.loading import load_policy
+
+        policy = load_policy(p, device=device, dtype=dtype)
+        merged = policy.model.merge_and_unload() if hasattr(policy.model, "merge_and_unload") else policy.model
+        return HFBackend(merged, policy.tokenizer, prefix_cache=prefix_cache, add_bos_token=add_bos_token)
     return HFBackend.from_pretrained(p, dtype=dtype, device=device, prefix_cache=prefix_cache, add_bos_token=add_bos_token)

@@ -37,14 +37,13 @@ import sys
 import time
 from pathlib import Path
 
+from demo import (  # scripts/demo.py: offline environment, in-process runner, tokenizer text
+    corpus,
+    mmalign,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path("configs/reproduce")
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 # method key -> (config file, label in tables and plots)
 METHODS = {
@@ -65,16 +64,6 @@ QUICK_EVAL = ["prompts.max_rows=8", "samples_per_prompt=4", "bootstrap_reps=200"
 READING_BEGIN, READING_END = "<!-- reading:begin -->", "<!-- reading:end -->"
 
 
-def mmalign(*argv: str) -> None:
-    """Run one mmalign command in this process (like the CLI); exit on failure."""
-    from mmalign.cli.main import main
-
-    print(f"\n$ mmalign {' '.join(argv)}", flush=True)
-    code = main(list(argv))
-    if code:
-        sys.exit(code)
-
-
 def _rel(path: Path) -> str:
     """A path as shown in commands: relative to the repository when inside it."""
     try:
@@ -87,18 +76,14 @@ def _rel(path: Path) -> str:
 # 1. the reference
 # ---------------------------------------------------------------------------------------------
 def build_reference(out: Path, quick: bool) -> Path:
-    from mmalign.data import load_sft
-
     reference = out / "runs/sft-nano/final"
     if (out / "runs/sft-nano/DONE").exists() and (reference / "config.json").exists():
         print(f"reusing the study's SFT reference in {_rel(reference)}")
         return reference
-    corpus = out / "corpus.txt"
-    records = load_sft("bundled:text/sft_train")
-    corpus.write_text("\n".join(r.prompt + r.response for r in records), encoding="utf-8")
+    out.mkdir(parents=True, exist_ok=True)
     init = out / "nano-init"
     mmalign("zoo", "init", "nano", "--out", str(init), "--width-scale", "0.0625", "--layers", "2",
-            "--vocab-size", "512", "--text", str(corpus), "--seed", "0", "--overwrite", "-q")
+            "--vocab-size", "512", "--text", str(corpus(out)), "--seed", "0", "--overwrite", "-q")
     mmalign("sft", str(CONFIGS / "sft_nano.yaml"), f"run.output_dir={out / 'runs'}", f"model.path={init}",
             *(QUICK_SFT if quick else []), "--overwrite", "-q")
     return reference

@@ -22,3 +22,20 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A malformed or unusable data file."""
+
+
+class RunLockedError(UserError):
+    """Another live process holds the lock of the run directory ``path``."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path, self.pid = path, pid
+        holder = f"pid {pid}" if pid is not None else "another process (pid unknown)"
+        super().__init__(f"{path}: {holder} is writing this run; wait for it to finish or pick another run.name")
+
+
+class DivergenceError(UserError):
+    """Training produced a non-finite ``quantity`` (loss, gradient norm, weights) at ``step``."""
+
+    def __init__(self, recipe: str, step: int, quantity: str, value: float, hint: str) -> None:
+        self.recipe, self.step, self.quantity, self.value = recipe, step, quantity, value
+        super().__init__(f"{recipe}: training diverged at step {step}: {quantity} is {value}; {hint}")

@@ -2,7 +2,8 @@
 
 Each verb lives in its own module under ``mmalign.cli`` with a ``register(subparsers)`` function
 that adds its parser and sets ``func(args) -> int``. User errors (:class:`mmalign.errors.UserError`)
-become one line on stderr and exit status 2; ``--debug`` shows the traceback instead.
+become one line on stderr and exit status 2; ``--debug`` shows the traceback instead. However a verb
+ends, the run directories it opened are closed (:func:`mmalign.utils.rundir.close_open_runs`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.verb is None else 2
+    from mmalign.utils.rundir import check_run_flags, close_open_runs
+
     try:
+        check_run_flags(overwrite=bool(getattr(args, "overwrite", False)), resume=bool(getattr(args, "resume", False)))
         return int(args.func(args) or 0)
     except UserError as exc:
         if debug:
@@ -105,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmalign: interrupted", file=sys.stderr)
         return 130
+    finally:
+        close_open_runs()  # a run that failed before it started gives back the run it replaced
 
 
 def entry() -> None:

@@ -1,14 +1,16 @@
-"""Run directories refuse to clobber, resume, and write metrics as JSON lines."""
+"""Run directories refuse to clobber, resume, lock, overwrite safely and write metrics as JSON lines."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from mmalign.errors import UserError
+from mmalign.errors import ConfigError, RunLockedError, UserError
 from mmalign.utils.atomic import atomic_directory, atomic_write_text
-from mmalign.utils.rundir import RunDir
+from mmalign.utils.rundir import RunDir, run_name_problem
 
 
 def test_layout_and_metrics(tmp_path):
@@ -38,6 +40,7 @@ def test_unfinished_run_resumes(tmp_path):
     run = RunDir.open(tmp_path, "r", "x\n")
     run.log_metrics(1, a=1)
     run.log_metrics(2, a=2)
+    run.close()  # as if its process had ended without finishing
     with pytest.raises(UserError, match="--resume"):
         RunDir.open(tmp_path, "r", "x\n")
     again = RunDir.open(tmp_path, "r", "x\n", resume=True)
@@ -78,3 +81,106 @@ def test_atomic_directory_replaces_only_with_overwrite(tmp_path):
 def test_atomic_write_text(tmp_path):
     atomic_write_text(tmp_path / "f.txt", "hello")
     assert (tmp_path / "f.txt").read_text() == "hello"
+
+
+# --- run names, overwrite that never loses a finished run, the lock ---------------------------
+
+
+def _finished(root, name: str, marker: str = "old") -> None:
+    run = RunDir.open(root, name, f"{marker}: 1\n")
+    (run.path / "final").mkdir()
+    (run.path / "final" / "weights.bin").write_text(marker)
+    run.finish()
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../victim", "a/b", "/tmp/x", "a\\b", ".hidden", "x\ny", "n" * 201])
+def test_bad_run_names_are_refused_before_anything_is_written(tmp_path, name):
+    assert run_name_problem(name) is not None
+    with pytest.raises(ConfigError, match="run.name"):
+        RunDir.open(tmp_path / "runs", name, "x\n", overwrite=True)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["run", "sft-nano_2", "a.b", "ÿ名前", "n" * 200])
+def test_good_run_names(name):
+    assert run_name_problem(name) is None
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_starts(tmp_path):
+    _finished(tmp_path, "r")
+    run = RunDir.open(tmp_path, "r", "new: 1\n", overwrite=True)
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".r.replaced-")]
+    assert len(hidden) == 1 and (tmp_path / hidden[0] / "final" / "weights.bin").read_text() == "old"
+    assert not (run.path / "DONE").exists()
+    run.started()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".r.lock", "r"]
+    run.finish()
+    assert (tmp_path / "r" / "config.yaml").read_text() == "new: 1\n" and not (tmp_path / "r" / "final").exists()
+
+
+def test_overwrite_that_fails_before_starting_puts_the_old_run_back(tmp_path):
+    _finished(tmp_path, "r")
+    with pytest.raises(RuntimeError):
+        with RunDir.open(tmp_path, "r", "new: 1\n", overwrite=True) as run:
+            (run.path / "calibration.bin").write_text("partial")
+            raise RuntimeError("model failed to load")
+    assert (tmp_path / "r" / "DONE").exists() and (tmp_path / "r" / "final" / "weights.bin").read_text() == "old"
+    assert (tmp_path / "r" / "config.yaml").read_text() == "old: 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".r.lock", "r"]
+
+
+def test_a_killed_overwrite_is_rolled_back_by_the_next_open(tmp_path):
+    _finished(tmp_path, "r")
+    code = ("import sys, os; from mmalign.utils.rundir import RunDir; "
+            "RunDir.open(sys.argv[1], 'r', 'new: 1\\n', overwrite=True); os._exit(9)")
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path)]).returncode == 9
+    assert any(p.name.startswith(".r.replaced-") for p in tmp_path.iterdir())  # the old run, moved aside
+    with pytest.raises(UserError, match="a finished run exists"):
+        RunDir.open(tmp_path, "r", "x\n")
+    assert (tmp_path / "r" / "final" / "weights.bin").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".r.lock", "r"]
+
+
+def test_overwrite_only_replaces_run_directories(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep")
+    with pytest.raises(UserError, match="not a run directory"):
+        RunDir.open(tmp_path, "data", "x\n", overwrite=True)
+    outside = tmp_path / "outside"
+    _finished(outside, "r")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "link").symlink_to(outside / "r")
+    with pytest.raises(UserError, match="symbolic link"):
+        RunDir.open(tmp_path / "runs", "link", "x\n", overwrite=True)
+    assert (tmp_path / "data" / "precious.txt").read_text() == "keep"
+    assert (outside / "r" / "final" / "weights.bin").read_text() == "old"
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path):
+    _finished(tmp_path, "r")
+    with pytest.raises(UserError, match="--overwrite and --resume"):
+        RunDir.open(tmp_path, "r", "x\n", overwrite=True, resume=True)
+    assert (tmp_path / "r" / "DONE").exists()
+
+
+def test_lock_names_the_holder_and_goes_with_its_process(tmp_path):
+    run = RunDir.open(tmp_path, "r", "x\n")
+    run.log_metrics(1, a=1)
+    run.close()
+    code = ("import sys, time; from mmalign.utils.rundir import RunDir; "
+            "RunDir.open(sys.argv[1], 'r', 'x\\n', resume=True); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid} is writing this run") as exc:
+            RunDir.open(tmp_path, "r", "x\n", resume=True)
+        assert exc.value.pid == holder.pid
+        with pytest.raises(RunLockedError):
+            RunDir.open(tmp_path, "r", "x\n", overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / "r" / "metrics.jsonl").exists()  # the refused overwrite moved nothing
+    again = RunDir.open(tmp_path, "r", "x\n", resume=True)  # the dead holder's lock is gone
+    assert again.resumed and [r["step"] for r in again.read_metrics()] == [1]
+    again.close()

@@ -11,6 +11,7 @@ during and after training. Run directory as for ``sft``; ``final/`` is the stude
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from mmalign.models.finetune import (
 from mmalign.models.loading import load_text_policy, resolve_checkpoint
 from mmalign.models.text import TextPolicy
 from mmalign.utils.atomic import atomic_directory
+from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -135,6 +137,8 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
         for i in range(0, len(held_records), t.eval_batch_size):
             held += teacher_examples(teacher, [r.prompt for r in held_records[i:i + t.eval_batch_size]],
                                      t.max_new_tokens, gen)
+    run.started()  # components loaded: only now is a run that --overwrite replaces deleted
+    hint = lr_hint("train.lr", t.lr)
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     start_step = 0
     if ckpt is not None:
@@ -150,7 +154,7 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, t.lr, t.warmup_steps)
-        kl_total, count = 0.0, 0
+        kl_total, loss_total, count = 0.0, 0.0, 0
         for micro in range(t.grad_accum):
             idx = batch_indices(len(records), t.batch_size, step * t.grad_accum + micro, cfg.run.seed)
             if t.source == "data":
@@ -161,8 +165,9 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
                                       hard_weight=t.hard_weight, vocab=vocab)
             (loss / t.grad_accum).backward()
             kl_total, count = kl_total + float(kl_sum), count + int(n)
-        if t.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+            loss_total += float(loss.detach()) / t.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm or math.inf)  # inf: measure only
+        check_finite("distill", step + 1, hint, loss=loss_total, gradient_norm=grad_norm)  # before the step
         opt.step()
         opt.zero_grad(set_to_none=True)
         done = step + 1
@@ -175,8 +180,10 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
         if metrics:
             run.log_metrics(done, **metrics)
         if t.save_every and done % t.save_every == 0 and done < t.steps:
+            check_finite_weights("distill", done, hint, params)
             save_checkpoint(run.checkpoints, done, student, opt)
 
+    check_finite_weights("distill", t.steps, hint, params)
     last = eval_kl(teacher, student, held, t.eval_batch_size, vocab)
     final = run.path / "final"
     with atomic_directory(final, overwrite=True) as tmp:

@@ -13,6 +13,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -23,7 +24,7 @@ import torch
 
 from mmalign.config import load_config, to_yaml
 from mmalign.config.schemas.games import GamesConfig
-from mmalign.errors import ConfigError
+from mmalign.errors import ConfigError, DivergenceError
 from mmalign.games import LearnerSpec, PolicySpec, get_game, outcome_stats, train
 from mmalign.utils.atomic import atomic_write_text
 from mmalign.utils.device import resolve_device
@@ -61,8 +62,22 @@ def simulate(cfg: GamesConfig, desc: str = "games") -> tuple[dict[str, Any], Any
                        on_step=lambda _: bar.update(1))
     finally:
         bar.close()
+    _check_finite(cfg, result)
     stats = outcome_stats(result.joint, result.value1, result.value2, cfg.analysis.threshold)
     return stats, result
+
+
+def _check_finite(cfg: GamesConfig, result: Any) -> None:
+    """Stop with one line at the first logged step whose curves hold a NaN or infinity."""
+    hint = f"shrink the payoffs or lower learner.lr (now {cfg.learner.lr:g})"
+    hist = result.history
+    for i, step in enumerate(hist["step"]):
+        for key, values in hist.items():
+            if key != "step" and not math.isfinite(values[i]):
+                raise DivergenceError("games", step, key, values[i], hint)
+    finals = torch.cat([result.joint.flatten(), result.value1.flatten(), result.value2.flatten()])
+    if not bool(torch.isfinite(finals).all()):
+        raise DivergenceError("games", cfg.train.steps, "the final outcome", float("nan"), hint)
 
 
 def run_games(cfg: GamesConfig, *, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:

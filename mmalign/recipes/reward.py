@@ -29,6 +29,7 @@ from mmalign.errors import ConfigError
 from mmalign.rewards.hf_classifier import META_FILE, format_pairs, prepare_tokenizer, resolve_format
 from mmalign.utils.atomic import atomic_directory, atomic_write_text
 from mmalign.utils.device import resolve_device, resolve_dtype
+from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.progress import echo, is_quiet, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -171,6 +172,8 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
         log.info("resumed from step %d", start_step)
     log.info("pairs: %d train, %d held out; %d steps; format=%s; params=%d", len(train_pairs), len(eval_pairs),
              total, fmt, sum(p.numel() for p in model.parameters()))
+    rundir.started()  # components loaded: only now is a run that --overwrite replaces deleted
+    hint = lr_hint("train.lr", tc.lr)
 
     def batch_at(step: int) -> list[PreferenceRecord]:
         """Step ``step``'s pairs: a fixed shuffle per epoch, so a resumed run sees the same data."""
@@ -189,6 +192,7 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
         optim.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        check_finite("reward", step + 1, hint, loss=loss.detach(), gradient_norm=gnorm)  # before the step
         optim.step()
         sched.step()
         bar.update(1)
@@ -202,9 +206,11 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
             log.info("step %d: %s", done, json.dumps(metrics))
             bar.set_postfix(acc=f"{metrics['eval_accuracy']:.3f}")
         if done % tc.save_every == 0:
+            check_finite_weights("reward", done, hint, model.parameters())
             _save_checkpoint(last, model, tokenizer, optim, sched, done)
         step = done
     bar.close()
+    check_finite_weights("reward", step, hint, model.parameters())
     if not metrics or step % tc.eval_every:
         metrics = evaluate(scorer, eval_pairs, tc.eval_batch_size)
         rundir.log_metrics(step, **metrics)

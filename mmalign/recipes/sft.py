@@ -46,6 +46,7 @@ from mmalign.models.loading import load_policy, resolve_checkpoint
 from mmalign.models.policy import to_prompt
 from mmalign.models.text import TextPolicy
 from mmalign.utils.atomic import atomic_directory
+from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -109,6 +110,8 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     if ckpt is not None:
         opt.load_state_dict(torch.load(ckpt[1] / "optimizer.pt", map_location=policy.device))
+    run.started()  # components loaded: only now is a run that --overwrite replaces deleted
+    hint = lr_hint("train.lr", t.lr)
 
     if ckpt is None:
         first_eval = eval_loss(policy, held, t.eval_batch_size)
@@ -132,13 +135,11 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
                 nll, n = response_nll(policy, to_batch(policy, examples))
             (nll / n.clamp(min=1) / t.grad_accum).backward()
             total, count = total + float(nll.detach()), count + int(n)
-        if t.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+        train_loss = total / max(count, 1)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm or math.inf)  # inf: measure only
+        check_finite("sft", step + 1, hint, loss=train_loss, gradient_norm=grad_norm)  # before the step
         opt.step()
         opt.zero_grad(set_to_none=True)
-        train_loss = total / max(count, 1)
-        if not math.isfinite(train_loss):
-            run.logger.error("non-finite loss at step %d", step + 1)
         done = step + 1
         metrics = {}
         if done % t.log_every == 0 or done == t.steps:
@@ -149,8 +150,10 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
         if metrics:
             run.log_metrics(done, **metrics)
         if t.save_every and done % t.save_every == 0 and done < t.steps:
+            check_finite_weights("sft", done, hint, params)
             save_checkpoint(run.checkpoints, done, policy, opt)
 
+    check_finite_weights("sft", t.steps, hint, params)
     final_eval = eval_loss(policy, held, t.eval_batch_size)
     final = run.path / "final"
     with atomic_directory(final, overwrite=True) as tmp:

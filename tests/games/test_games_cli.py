@@ -74,6 +74,9 @@ def test_shipped_configs_load(run_cli) -> None:
     (["game.name=custom"], "payoff1"),
     (["game.name=custom", "game.payoff1=[[1,2],[3,4]]", "game.payoff2=[[1,2]]"], "payoff2"),
     (["game.payoff1=[[1,2],[3,4]]"], "payoff1"),
+    (["game.name=custom", "game.payoff1=[[.nan,0],[5,1]]", "game.payoff2=[[3,5],[0,1]]"],
+     "game.payoff1: payoffs must be finite numbers, got nan"),
+    (["run.name=../victim"], "run.name: must be a single directory name"),
     (["train.seeds=0"], "train.seeds"),
     (["learner.lr=-1"], "learner.lr"),
     (["learner.sos_a=2"], "learner.sos_a"),
@@ -106,3 +109,13 @@ def test_wrong_recipe_and_missing_file(tmp_path: Path, run_cli) -> None:
     assert code == 2 and "expects a 'games' config" in err
     code, _, err = run_cli("games", "run", str(tmp_path / "nope.yaml"))
     assert code == 2 and "not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_overflowing_payoffs_stop_with_one_line_and_no_results(tmp_path: Path, run_cli) -> None:
+    huge = ["game.name=custom", "game.payoff1=[[1e308,-1e308],[1e308,-1e308]]",
+            "game.payoff2=[[1e308,1e308],[-1e308,-1e308]]"]
+    code, out, err = run_cli("-q", "games", "run", _config(tmp_path), *huge)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "games: training diverged at step 0: value" in lines[0], err
+    run_dir = tmp_path / "runs" / "t"
+    assert not (run_dir / "DONE").exists() and not (run_dir / "results.json").exists()

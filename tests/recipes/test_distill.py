@@ -71,3 +71,17 @@ def test_distill_needs_same_tokenizer(run_cli, toy_pair, tmp_path):
     pro, _, other = toy_pair
     code, _, err = run_cli("distill", write_config(tmp_path / "kd.yaml", other, pro, tmp_path))
     assert code == 2 and "same tokenizer" in err and len(err.strip().splitlines()) == 1
+
+
+def test_distill_divergence_stops_with_one_line_and_no_done(run_cli, toy_pair, tmp_path):
+    pro, nano, _ = toy_pair
+    cfg = write_config(tmp_path / "kd.yaml", nano, pro, tmp_path)
+    code, _, err = run_cli("distill", cfg, "train.lr=1e9", "train.save_every=1", "-q")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "distill: training diverged at step " in lines[0] and "lower train.lr (now 1e+09)" in lines[0]
+    step = int(lines[0].split("at step ")[1].split(":")[0])
+    run = tmp_path / "runs" / "kd"
+    assert not (run / "DONE").exists() and not (run / "final").exists()
+    saved = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert saved == [f"step_{s:07d}" for s in range(1, step)]

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmalign.data import load_preferences
 from mmalign.rewards import build_reward
@@ -115,3 +116,17 @@ def test_unknown_reward_kind_in_a_recipe_config_is_one_line(run_cli, tiny_llama_
                            "reward.kind=hf_clasifier")
     line = _one_line_error(code, err)
     assert "reward.kind: must be one of hf_classifier, python, rules" in line and "did you mean 'hf_classifier'" in line
+
+
+def test_divergence_stops_with_one_line_and_no_done(run_cli, tmp_path):
+    args = ("-q", "reward", str(CONFIG), f"run.output_dir={tmp_path}", "run.name=nan", "data.train.max_rows=96",
+            "data.eval.max_rows=32", "model.toy.hidden_size=16", "model.toy.vocab_size=300", "train.batch_size=8",
+            "train.eval_every=100", "train.save_every=1", "train.max_steps=8", "train.max_length=64", "train.lr=1e9",
+            "train.warmup_steps=0")
+    line = _one_line_error(*run_cli(*args)[::2])
+    assert "reward: training diverged at step " in line and "lower train.lr (now 1e+09)" in line
+    step = int(line.split("at step ")[1].split(":")[0])
+    run_dir = tmp_path / "nan"
+    assert not (run_dir / "DONE").exists() and not (run_dir / "final").exists()
+    state = torch.load(run_dir / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["step"] == step - 1  # the last step that trained without a NaN

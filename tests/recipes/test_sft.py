@@ -108,3 +108,23 @@ def test_sft_resume_after_sigkill_matches_uninterrupted_run(run_cli, toy_nano, t
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_sft_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(run_cli, toy_nano, tmp_path):
+    cfg = write_config(tmp_path / "sft.yaml", toy_nano, tmp_path)
+    code, out, err = run_cli("sft", cfg, "train.lr=1e9", "train.save_every=1", "train.max_grad_norm=0", "-q")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "sft: training diverged at step " in lines[0] and "lower train.lr (now 1e+09)" in lines[0]
+    step = int(lines[0].split("at step ")[1].split(":")[0])
+    assert 1 < step < 12
+    run = tmp_path / "runs" / "sft-test"
+    assert not (run / "DONE").exists() and not (run / "final").exists()
+    from mmalign.models.finetune import latest_checkpoint
+
+    found = latest_checkpoint(run / "checkpoints")
+    assert found is not None and found[0] == step - 1
+    from safetensors.torch import load_file
+
+    weights = load_file(str(found[1] / "model" / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,9 @@ class GameConfig:
             for key in ("payoff1", "payoff2"):
                 if not _is_2x2(getattr(self, key)):
                     raise ConfigError(f"{key}: a custom game needs a 2x2 payoff matrix, e.g. [[3, 0], [5, 1]]")
+                bad = [v for row in getattr(self, key) for v in row if not math.isfinite(v)]
+                if bad:
+                    raise ConfigError(f"{key}: payoffs must be finite numbers, got {bad[0]}")
         elif self.payoff1 is not None or self.payoff2 is not None:
             raise ConfigError("payoff1: payoff matrices are only used with name: custom")
 

@@ -1,0 +1,37 @@
+"""Divergence checks for training loops: a non-finite loss, gradient norm or weight stops the run.
+
+Call :func:`check_finite` after ``backward()`` and before ``optimizer.step()``, so the weights (and
+every checkpoint written so far) stay those of the last good step, and :func:`check_finite_weights`
+before saving a checkpoint. Both raise :class:`mmalign.errors.DivergenceError`, a one-line user
+error naming the step and what to change; the run gets no DONE marker and stays resumable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from mmalign.errors import DivergenceError
+
+
+def lr_hint(key: str, lr: float) -> str:
+    """The usual advice: a smaller learning rate, and what happened to the checkpoints."""
+    return f"lower {key} (now {lr:g}) and rerun with --overwrite (checkpoints from before this step are kept)"
+
+
+def check_finite(recipe: str, step: int, hint: str, **values: float | torch.Tensor) -> None:
+    """Raise if any of ``values`` (e.g. ``loss=..., grad_norm=...``) is NaN or infinite."""
+    for name, value in values.items():
+        number = float(value)
+        if not math.isfinite(number):
+            raise DivergenceError(recipe, step, name.replace("_", " "), number, hint)
+
+
+def check_finite_weights(recipe: str, step: int, hint: str, params: Iterable[torch.Tensor]) -> None:
+    """Raise if any parameter holds a NaN or infinite value."""
+    with torch.no_grad():
+        for p in params:
+            if not bool(torch.isfinite(p).all()):
+                raise DivergenceError(recipe, step, "a weight", float("nan"), hint)

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -131,11 +132,15 @@ def _recover(root: Path, name: str) -> None:
     ``.<name>.replaced-*`` is a run replaced by an overwrite that never committed: put it back
     (the half-started new run in its place had written no metrics yet and is removed).
     """
-    pattern = glob.escape(f".{name}.")
-    for stale in root.glob(pattern + "deleting-*"):
+    def left(kind: str) -> list[Path]:
+        pattern = re.compile(rf"\.{re.escape(name)}\.{kind}-\d+\+*")
+        return sorted(p for p in root.glob(glob.escape(f".{name}.{kind}-") + "*")
+                      if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+
+    for stale in left("deleting"):
         shutil.rmtree(stale, ignore_errors=True)
     path = root / name
-    for stale in sorted(root.glob(pattern + "replaced-*")):
+    for stale in left("replaced"):
         if path.is_dir() and not path.is_symlink() and not (path / DONE_MARKER).exists():
             shutil.rmtree(path)
         if not path.exists():
@@ -161,7 +166,9 @@ class RunDir:
         """Lock and create (or reopen with ``resume``) the run directory ``output_dir/name``.
 
         With ``overwrite`` an existing run is moved aside, to be deleted when the new run commits
-        (:meth:`started`) and put back if it never does.
+        (:meth:`started`) and put back if it never does. A handle on the same directory that this
+        process still holds (left by a call that failed) is closed first; another process's is an
+        error naming its pid.
         """
         problem = run_name_problem(name)
         if problem is not None:
@@ -173,12 +180,14 @@ class RunDir:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"{root}: cannot create run.output_dir ({exc.strerror or exc})") from None
+        for stale in [r for r in _OPEN if r.path.absolute() == path.absolute()]:
+            stale.close()  # left open by an earlier call in this process that failed: it is not writing
         lock = _Lock.acquire(root / f".{name}.lock", path)
         replaced: Path | None = None
         try:
             _recover(root, name)
             resumed = False
-            if path.exists() and not path.is_dir():
+            if (path.exists() or path.is_symlink()) and not path.is_dir():
                 raise UserError(f"{path}: exists and is not a directory; pick another run.name")
             if path.exists() and any(path.iterdir()):
                 if overwrite:
@@ -189,6 +198,8 @@ class RunDir:
                         raise UserError(f"{path}: not a run directory (no config.yaml); --overwrite refuses to "
                                         "replace it (pick another run.name or run.output_dir)")
                     replaced = root / f".{name}.replaced-{os.getpid()}"
+                    while replaced.exists() or replaced.is_symlink():  # one a killed process left
+                        replaced = replaced.with_name(replaced.name + "+")
                     os.rename(path, replaced)
                 elif resume:
                     if (path / DONE_MARKER).exists():
@@ -200,13 +211,14 @@ class RunDir:
                     raise UserError(f"{path}: an unfinished run exists; pass --resume to continue it or --overwrite to restart")
             elif resume:
                 raise UserError(f"{path}: nothing to resume (no such run)")
-            (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            path.mkdir(exist_ok=True)
             if resumed:
                 previous = (path / "config.yaml").read_text(encoding="utf-8") if (path / "config.yaml").exists() else None
                 if previous is not None and previous != config_yaml:
                     atomic_write_text(path / "config.resumed.yaml", config_yaml)
             else:
-                atomic_write_text(path / "config.yaml", config_yaml)
+                atomic_write_text(path / "config.yaml", config_yaml)  # first, so it marks a run directory
+            (path / "checkpoints").mkdir(exist_ok=True)
             run = cls(path=path, resumed=resumed, _lock=lock, _replaced=replaced)
             run.logger = _file_logger(path / "run.log")
         except BaseException:
@@ -231,7 +243,7 @@ class RunDir:
         """The run has started cleanly: delete the run an ``overwrite`` replaced (idempotent)."""
         if self._replaced is None:
             return
-        doomed = self._replaced.with_name(self._replaced.name.replace(".replaced-", ".deleting-", 1))
+        doomed = self._replaced.with_name(f".{self.path.name}.deleting-{os.getpid()}")
         os.rename(self._replaced, doomed)  # one atomic step: from here on the old run is gone
         self._replaced = None
         shutil.rmtree(doomed, ignore_errors=True)

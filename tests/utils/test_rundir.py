@@ -10,7 +10,13 @@ import pytest
 
 from mmalign.errors import ConfigError, RunLockedError, UserError
 from mmalign.utils.atomic import atomic_directory, atomic_write_text
-from mmalign.utils.rundir import RunDir, run_name_problem
+from mmalign.utils.rundir import RunDir, close_open_runs, run_name_problem
+
+
+@pytest.fixture(autouse=True)
+def _close_runs():
+    yield
+    close_open_runs()  # what the CLI does on exit
 
 
 def test_layout_and_metrics(tmp_path):
@@ -184,3 +190,23 @@ def test_lock_names_the_holder_and_goes_with_its_process(tmp_path):
     again = RunDir.open(tmp_path, "r", "x\n", resume=True)  # the dead holder's lock is gone
     assert again.resumed and [r["step"] for r in again.read_metrics()] == [1]
     again.close()
+
+
+def test_a_run_a_failed_call_left_open_in_this_process_does_not_block_the_next_call(tmp_path):
+    _finished(tmp_path, "r")
+    RunDir.open(tmp_path, "r", "new: 1\n", overwrite=True)  # its caller failed and never closed it
+    again = RunDir.open(tmp_path, "r", "newer: 1\n", overwrite=True)
+    again.close()  # this one fails too, before it starts
+    assert (tmp_path / "r" / "config.yaml").read_text() == "old: 1\n"
+    assert (tmp_path / "r" / "final" / "weights.bin").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".r.lock", "r"]
+
+
+def test_recovery_leaves_runs_whose_names_look_like_its_own_files_alone(tmp_path):
+    _finished(tmp_path, "a.replaced-5")
+    _finished(tmp_path, "a")
+    RunDir.open(tmp_path, "a.replaced-5", "new: 1\n", overwrite=True)  # killed: ".a.replaced-5.replaced-<pid>"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    RunDir.open(tmp_path, "a", "x\n", overwrite=True).close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "a" / "config.yaml").read_text() == "old: 1\n"

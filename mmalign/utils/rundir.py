@@ -278,8 +278,6 @@ class RunDir:
         """Release the run (idempotent): an overwrite that never committed is rolled back, the
         lock is dropped. A started but unfinished run stays as it is, to be resumed."""
         if self._replaced is not None:
-            if self.logger is not None:
-                self.logger.info("stopped before it started; the previous run is put back")
             _close_handlers(self.logger)
             _put_back(self.path, self._replaced)
             self._replaced = None

@@ -28,8 +28,10 @@ Python API (what the trainer and the evaluators import):
 """
 
 from mmalign.align.analytic import (
+    BestOfNOptimum,
     OptimalPolicy,
     TunedTransform,
+    best_of_n_optimum,
     best_t,
     beta_for_kl,
     evaluate,
@@ -57,6 +59,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ALL_TRANSFORMS",
+    "BestOfNOptimum",
     "PROCEDURES",
     "TRANSFORMS",
     "CalibrationStore",
@@ -66,6 +69,7 @@ __all__ = [
     "Recommendation",
     "Transform",
     "TunedTransform",
+    "best_of_n_optimum",
     "best_t",
     "beta_for_kl",
     "calibrate",

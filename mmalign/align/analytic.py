@@ -214,6 +214,30 @@ def win_rate(transform: Transform, beta: float, procedure: str | Procedure = "st
     return tilt(_phi_values(transform, grid), beta, grid).win_rate(proc)
 
 
+@dataclass(frozen=True)
+class BestOfNOptimum:
+    r"""The optimum of :math:`\Phi(c) = \log c` at :math:`\beta = 1/(N-1)`: the reference's own
+    best-of-N distribution, density :math:`N c^{N-1}` (also BOND's and vBoN's fixed point).
+
+    .. math:: \mathrm{KL} = \log N - \frac{N-1}{N}, \qquad W_{standard} = \frac{N}{N+1}
+
+    Both are model-free: a trainer that reaches the optimum lands there on any task whose
+    calibrated reward is continuous.
+    """
+
+    n: int
+    beta: float
+    kl: float
+    win_rate: float
+
+
+def best_of_n_optimum(n: int) -> BestOfNOptimum:
+    """The closed-form target of CTRL-log at :math:`\beta = 1/(N-1)` (``n >= 2``)."""
+    if n < 2:
+        raise UserError(f"best-of-N needs n >= 2, got {n}")
+    return BestOfNOptimum(n, 1.0 / (n - 1), math.log(n) - (n - 1) / n, n / (n + 1))
+
+
 # ------------------------------------------------------------------------------------------
 # best t
 # ------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from mmalign.align import (
     make_grid,
     win_rate,
 )
-from mmalign.align.analytic import policy_at_kl, tilt
+from mmalign.align.analytic import best_of_n_optimum, policy_at_kl, tilt
 from mmalign.errors import UserError
 
 BETAS = [10.0, 1.0, 0.1, 0.01, 1e-3, 1e-4]
@@ -133,3 +133,27 @@ def test_neg_exp_with_large_t_keeps_precision_near_one():
     phi = get_transform("neg_exp", t=500.0)
     beta = beta_for_kl(phi, 5.0)
     assert kl_divergence(phi, beta) == pytest.approx(5.0, rel=1e-8)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_log_at_beta_one_over_n_minus_one_is_the_best_of_n_policy(n):
+    # The RL's yardstick: Φ = log c at β = 1/(N-1) tilts the reference into its own best-of-N
+    # distribution, density N c^(N-1), with KL = log N - (N-1)/N and standard win rate N/(N+1).
+    target = best_of_n_optimum(n)
+    assert target.beta == pytest.approx(1 / (n - 1))
+    assert target.kl == pytest.approx(math.log(n) - (n - 1) / n, rel=1e-12)
+    assert target.win_rate == pytest.approx(n / (n + 1), rel=1e-12)
+    grid = make_grid()
+    phi = get_transform("log")
+    t = tilt(phi(np.clip(grid.c, 1e-300, 1.0)), target.beta, grid)
+    inner = (grid.c > 1e-6) & (grid.c < 1 - 1e-6)
+    np.testing.assert_allclose(t.density()[inner], n * grid.c[inner] ** (n - 1), rtol=1e-3)
+    assert kl_divergence(phi, target.beta) == pytest.approx(target.kl, abs=1e-5)
+    assert win_rate(phi, target.beta) == pytest.approx(target.win_rate, abs=1e-6)
+
+
+def test_best_of_n_optimum_for_four():
+    target = best_of_n_optimum(4)
+    assert round(target.kl, 3) == 0.636 and target.win_rate == 0.8
+    with pytest.raises(UserError):
+        best_of_n_optimum(1)

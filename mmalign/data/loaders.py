@@ -96,12 +96,15 @@ def _load(cfg: DataConfig, make: Callable[[str, dict, Path | None], R], what: st
     records: list[R] = []
     rows: Iterator[tuple[str, dict]] = read_rows(path, cfg.format, split=cfg.split, name=cfg.name,
                                                  revision=cfg.revision)
-    for loc, row in rows:
+    for i, (loc, row) in enumerate(rows):
+        if i < cfg.skip_rows:
+            continue
         records.append(make(loc, row, base))
         if cfg.max_rows is not None and len(records) >= cfg.max_rows:
             break
     if not records:
-        raise DataError(f"{path}: no usable rows for a {what} dataset")
+        after = f" after skipping {cfg.skip_rows} rows (skip_rows)" if cfg.skip_rows else ""
+        raise DataError(f"{path}: no usable rows for a {what} dataset{after}")
     return records
 
 

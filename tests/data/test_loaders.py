@@ -161,3 +161,13 @@ def test_json_file_of_records(tmp_path):
 def test_unknown_bundled_set():
     with pytest.raises(DataError, match="unknown bundled dataset 'bundled:text/nope'"):
         load_prompts("bundled:text/nope")
+
+
+def test_skip_rows_gives_a_disjoint_held_out_slice():
+    first = load_prompts(DataConfig(path="bundled:text/prompts_train", max_rows=64))
+    rest = load_prompts(DataConfig(path="bundled:text/prompts_train", skip_rows=64, max_rows=256))
+    everything = load_prompts(DataConfig(path="bundled:text/prompts_train", max_rows=320))
+    assert [r.prompt for r in first + rest] == [r.prompt for r in everything]
+    assert len(rest) == 256 and rest[0].source != first[-1].source
+    with pytest.raises(DataError, match="skip_rows"):
+        load_prompts(DataConfig(path="bundled:text/prompts_train", skip_rows=10_000))

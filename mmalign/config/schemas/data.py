@@ -28,6 +28,7 @@ class DataConfig:
     revision: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
     dialogue: str = field(default="auto", metadata={"choices": DIALOGUE_MODES})
+    skip_rows: int = field(default=0, metadata={"ge": 0})  # rows read and dropped first (held-out slices)
     max_rows: int | None = field(default=None, metadata={"ge": 1})
     media_root: str = ""  # base for relative media paths (default: the dataset file's folder)
     check_media: bool = True

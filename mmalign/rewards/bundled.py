@@ -9,10 +9,22 @@ in capitals, greet someone). The reward first grades the response with a quality
 The offsets and scales differ by orders of magnitude between categories on purpose: raw rewards
 then mostly measure *which prompt* was asked, while calibrated rewards (quantiles under the
 reference policy) measure how good the response is for that prompt. See docs/bundled_tasks.md.
+
+``reward: {kind: bundled_smooth}`` is the same task with a *continuous* reward: the quality plus a
+fixed, smooth per-character style score ``s(y)`` in [0, 1] (:func:`style_score`)::
+
+    r(x, y) = offset[c(x)] + scale[c(x)] * (q(x, y) + STYLE_WEIGHT * s(y)) / (1 + STYLE_WEIGHT)
+
+``q`` takes a few values per prompt, so under the gold reward many reference samples tie; ties
+make calibrated rewards lumpy (not Uniform[0, 1]) and cap best-of-N gains. ``s`` breaks those ties
+(two different responses almost never share it) and gives the RL a signal on every token, while
+the task quality still dominates (``s`` varies by a few hundredths between typical responses).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from collections.abc import Sequence
 
@@ -207,21 +219,55 @@ def gold_reward(prompt: str, response: str) -> float:
     return offset + scale * quality(category, params, response)
 
 
+STYLE_WEIGHT = 0.5
+
+
+@functools.lru_cache(maxsize=4096)
+def _char_weight(ch: str) -> float:
+    """A fixed pseudo-random weight in [0, 1) for one character (the same on every machine)."""
+    return int.from_bytes(hashlib.sha256(ch.encode("utf-8")).digest()[:4], "little") / 2**32
+
+
+def style_score(response: str) -> float:
+    """Mean character weight of the stripped response, in [0, 1] (0 for an empty response)."""
+    text = response.strip()
+    return sum(_char_weight(ch) for ch in text) / len(text) if text else 0.0
+
+
+def smooth_reward(prompt: str, response: str) -> float:
+    """The continuous reward of ``bundled_smooth``: quality plus a weighted style score."""
+    parsed = parse_prompt(prompt)
+    if parsed is None:
+        raise DataError(f"bundled_smooth reward: not a bundled-task prompt: {last_human_turn(prompt)[:60]!r}")
+    category, params = parsed
+    offset, scale = CATEGORY_RANGES[category]
+    q = quality(category, params, response)
+    return offset + scale * (q + STYLE_WEIGHT * style_score(response)) / (1.0 + STYLE_WEIGHT)
+
+
 class BundledTextReward:
-    """The bundled task's deterministic gold reward."""
+    """The bundled task's deterministic gold reward (``smooth=True``: the continuous variant)."""
 
     deterministic = True
+
+    def __init__(self, smooth: bool = False) -> None:
+        self.smooth = smooth
+        self.kind = "bundled_smooth" if smooth else "bundled_text"
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str],
                  media: Sequence[list] | None = None) -> torch.Tensor:
         check_batch(prompts, responses, media)
+        score = smooth_reward if self.smooth else gold_reward
         values = []
         for i, (p, r) in enumerate(zip(prompts, responses)):
             try:
-                values.append(gold_reward(p, r))
+                values.append(score(p, r))
             except DataError as exc:
                 raise DataError(f"prompt index {i}: {exc}") from None
-        return to_scores(values, len(prompts), source="bundled_text reward")
+        return to_scores(values, len(prompts), source=f"{self.kind} reward")
 
     def fingerprint(self) -> str:
-        return stable_hash({"kind": "bundled_text", "version": 1, "ranges": CATEGORY_RANGES})
+        if not self.smooth:
+            return stable_hash({"kind": "bundled_text", "version": 1, "ranges": CATEGORY_RANGES})
+        return stable_hash({"kind": "bundled_smooth", "version": 1, "ranges": CATEGORY_RANGES,
+                            "style_weight": STYLE_WEIGHT})

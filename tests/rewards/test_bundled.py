@@ -110,3 +110,27 @@ def test_raw_and_calibrated_rewards_rank_two_policies_differently():
     assert cal_b.mean() > cal_a.mean()  # calibrated: B wins (0.74 vs 0.35)
     assert raw_a.mean().item() == pytest.approx(22.5)
     assert raw_b.mean().item() == pytest.approx((1 + 83.3333 - 16 + 7 + 20 + 10) / 6, abs=1e-3)
+
+
+def test_smooth_reward_breaks_ties_and_keeps_the_task_ranking():
+    from mmalign.rewards.bundled import STYLE_WEIGHT, style_score
+
+    gold, smooth = build_reward({"kind": "bundled_text"}), build_reward({"kind": "bundled_smooth"})
+    assert gold.fingerprint() != smooth.fingerprint()
+    # rhyme demonstrations: many distinct responses share a gold reward, almost none a smooth one
+    sft = [r for r in load_sft("bundled:text/sft_train") if r.meta.get("category") == "rhyme"]
+    by_response = {r.response: r.prompt for r in sft}  # one prompt per distinct response
+    responses = sorted(by_response)
+    prompt = "Human: Tell me a word that rhymes with cat.\n\nAssistant:"
+    g, s = gold([prompt] * len(responses), responses), smooth([prompt] * len(responses), responses)
+    assert len(responses) > 50
+    assert len(set(g.tolist())) < len(responses) / 4
+    assert len(set(s.tolist())) >= 0.95 * len(responses)
+    # a better answer still wins whatever its style: the style term spans less than one quality step
+    rhyme = "Human: Tell me a word that rhymes with 'cat'.\n\nAssistant:"
+    assert parse_prompt(rhyme)[0] == "rhyme"
+    right, wrong = smooth([rhyme, rhyme], [" hat", " dog"]).tolist()
+    assert right > wrong
+    lo, scale = CATEGORY_RANGES["rhyme"]
+    assert right == pytest.approx(lo + scale * (1.0 + STYLE_WEIGHT * style_score(" hat")) / (1 + STYLE_WEIGHT))
+    assert 0.0 < style_score("hat") < 1.0 and style_score("hat") != style_score("bat") and style_score("") == 0.0

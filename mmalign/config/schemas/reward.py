@@ -13,7 +13,8 @@ from typing import Any
 
 from mmalign.errors import ConfigError
 
-REWARD_KINDS = ("hf_classifier", "python", "rules", "clip_score", "ensemble", "bundled_text")
+REWARD_KINDS = ("hf_classifier", "python", "rules", "clip_score", "ensemble", "bundled_text",
+                "bundled_smooth")
 FORMATS = ("auto", "chat", "concat")
 CLIP_TEXTS = ("response", "prompt_response")
 
@@ -29,6 +30,7 @@ class RewardConfig:
     * ``clip_score``: model, pretrained, text, scale, batch_size, device
     * ``ensemble``: components (list of reward dicts, each with an optional ``weight``)
     * ``bundled_text``: no keys (the gold reward of the bundled text task)
+    * ``bundled_smooth``: no keys (the same task's continuous reward: quality + a style score)
     """
 
     kind: str = field(default="rules", metadata={"choices": REWARD_KINDS})

@@ -22,11 +22,12 @@ ESTIMATORS = ("rloo", "group_norm", "gae")
 
 
 def rloo(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Leave-one-out advantages of sequence scores ``[R]`` (``R = prompts * n``, ``n >= 2``)."""
+    """Leave-one-out advantages of scores ``[R]`` or ``[R, T]`` (``R = prompts * n``, ``n >= 2``);
+    for ``[R, T]`` each position ``t`` gets its own leave-one-out baseline."""
     if n < 2:
         raise ValueError("RLOO needs at least 2 samples per prompt")
-    s = scores.view(-1, n)
-    return (n / (n - 1) * (s - s.mean(dim=1, keepdim=True))).reshape(-1)
+    s = scores.reshape(-1, n, *scores.shape[1:])
+    return (n / (n - 1) * (s - s.mean(dim=1, keepdim=True))).reshape(scores.shape)
 
 
 def group_norm(scores: torch.Tensor, n: int, eps: float = 1e-6) -> torch.Tensor:

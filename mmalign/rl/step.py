@@ -11,6 +11,14 @@ whose optimum over all policies is :math:`\pi^* \propto \pi_{ref}\, e^{\Phi(c)/\
 :math:`\Phi - \beta\sum_t k_t`; GAE gets :math:`-\beta k_t` per token and :math:`\Phi` at the last
 token); with ``kl_mode="loss"`` it is added to the loss as :math:`\beta\,\mathrm{agg}(k_t)` with the
 current, differentiable log-probs.
+
+``kl_mode="reward_to_go"`` (RLOO only) charges token :math:`t` only the penalty it can still
+change, :math:`\beta\sum_{s\ge t} k_s`, each position with its own leave-one-out baseline:
+
+.. math:: A_{i,t} = \mathrm{RLOO}(\Phi)_i - \mathrm{RLOO}_t\Big(\beta \textstyle\sum_{s\ge t} k_{\cdot,s}\Big)_i .
+
+The dropped part :math:`\beta\sum_{s<t} k_s` is fixed by the history before token :math:`t`, so
+the gradient's expectation is unchanged (the same objective and optimum) and its variance is lower.
 """
 
 from __future__ import annotations
@@ -90,9 +98,14 @@ def values_of(value_model, batch: SequenceBatch, chunk: int = 64) -> torch.Tenso
 def advantages_for(s: UpdateSettings, scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float,
                    values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Advantages ``[R, T]`` (and returns for GAE) from scores ``[R]`` and per-token KL ``[R, T]``."""
-    penalty = beta * kl * mask if s.kl_mode == "reward" else torch.zeros_like(kl)
+    penalty = beta * kl * mask if s.kl_mode in ("reward", "reward_to_go") else torch.zeros_like(kl)
     returns = None
-    if s.advantage in ("rloo", "group_norm"):
+    if s.kl_mode == "reward_to_go" and s.advantage == "rloo":
+        to_go = penalty.flip(1).cumsum(dim=1).flip(1)
+        adv = (rloo(scores, s.n).unsqueeze(1) - rloo(to_go, s.n)) * mask
+    elif s.kl_mode == "reward_to_go" and s.advantage == "group_norm":
+        raise ValueError("kl.mode 'reward_to_go' needs advantage.estimator rloo or gae")
+    elif s.advantage in ("rloo", "group_norm"):
         seq = scores - penalty.sum(dim=1)
         a = rloo(seq, s.n) if s.advantage == "rloo" else group_norm(seq, s.n)
         adv = a.unsqueeze(1) * mask

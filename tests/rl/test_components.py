@@ -135,3 +135,45 @@ def test_adaptive_controller_warms_up_and_stays_in_its_bounds():
     assert resumed.updates == 204 and resumed.value == ctl.value
     with pytest.raises(ValueError, match="outside"):
         make_kl_controller("adaptive", 0.5, target=1.0, horizon=10, beta_min=1.0)
+
+
+def test_reward_to_go_kl_keeps_the_expected_gradient_of_the_sequence_penalty():
+    """Exact expectation over every pair of 2-token samples from a tabular policy: charging token t
+    only beta * sum_{s>=t} k_s (per-position leave-one-out baselines) gives the same expected
+    policy gradient as charging every token the whole sequence's penalty, but other advantages."""
+    import itertools
+
+    from mmalign.rl.step import UpdateSettings, advantages_for
+
+    torch.manual_seed(0)
+    first = torch.randn(2, dtype=torch.float64, requires_grad=True)  # logits of token 1
+    second = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)  # logits of token 2 | token 1
+    ref_first, ref_second = torch.randn(2, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    score = torch.tensor([[0.3, -1.0], [2.0, 0.5]], dtype=torch.float64)  # Phi of (y1, y2)
+    beta, n = 0.7, 2
+
+    def token_logps(y1: int, y2: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.stack([a.log_softmax(0)[y1], b[y1].log_softmax(0)[y2]])
+
+    seqs = list(itertools.product(range(2), range(2)))
+    grads = {}
+    advs = {}
+    for mode in ("reward", "reward_to_go"):
+        total = torch.zeros((), dtype=torch.float64)
+        for pair in itertools.product(seqs, repeat=n):
+            logp = torch.stack([token_logps(*y, first, second) for y in pair])  # [n, 2]
+            ref = torch.stack([token_logps(*y, ref_first, ref_second) for y in pair])
+            kl = (logp - ref).detach()
+            scores = torch.stack([score[y] for y in pair])
+            adv, _ = advantages_for(UpdateSettings(n=n, kl_mode=mode), scores, kl, torch.ones(n, 2), beta)
+            weight = logp.sum().exp().detach()  # probability of the pair
+            total = total + weight * (adv * logp).sum()
+            if pair == (seqs[1], seqs[2]):
+                advs[mode] = adv
+        grads[mode] = torch.autograd.grad(total, (first, second))
+    for a, b in zip(grads["reward"], grads["reward_to_go"]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert grads["reward"][0].abs().max() > 1e-3  # a real gradient, not zero on both sides
+    # the last token's advantage no longer carries the first token's penalty
+    assert not torch.allclose(advs["reward"][:, 1], advs["reward_to_go"][:, 1])
+    torch.testing.assert_close(advs["reward"][:, 0], advs["reward_to_go"][:, 0])

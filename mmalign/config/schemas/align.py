@@ -17,7 +17,7 @@ OBJECTIVES = ("rl", "bond")
 TRANSFORM_NAMES = ("auto", "raw", "identity", "log", "exp", "neg_exp", "power", "optimal")
 PROCEDURES = ("bon", "won", "standard")
 KL_ESTIMATORS = ("k1", "k2", "k3")
-KL_MODES = ("reward", "loss")
+KL_MODES = ("reward", "reward_to_go", "loss")
 KL_CONTROLLERS = ("fixed", "adaptive")
 ADVANTAGES = ("rloo", "group_norm", "gae")
 SCHEDULES = ("constant", "linear")
@@ -158,6 +158,9 @@ class AlignConfig:
             raise ConfigError("transform.k: transform 'power' needs k")
         if self.advantage.estimator in ("rloo", "group_norm") and self.rollout.n < 2:
             raise ConfigError(f"rollout.n: advantage '{self.advantage.estimator}' needs at least 2 samples per prompt")
+        if self.kl.mode == "reward_to_go" and self.advantage.estimator == "group_norm":
+            raise ConfigError("kl.mode: 'reward_to_go' needs advantage.estimator rloo or gae (group_norm "
+                              "normalises whole-sequence scores)")
         if self.kl.mode == "loss" and self.kl.estimator == "k1":
             raise ConfigError("kl.estimator: k1 has zero expected gradient as a loss; use k2 (exact reverse-KL "
                               "gradient) or k3, or kl.mode: reward")

@@ -19,6 +19,13 @@ fixed, smooth per-character style score ``s(y)`` in [0, 1] (:func:`style_score`)
 make calibrated rewards lumpy (not Uniform[0, 1]) and cap best-of-N gains. ``s`` breaks those ties
 (two different responses almost never share it) and gives the RL a signal on every token, while
 the task quality still dominates (``s`` varies by a few hundredths between typical responses).
+
+``reward: {kind: bundled_style}`` keeps only the style score, on the same per-category scales::
+
+    r(x, y) = offset[c(x)] + scale[c(x)] * s(y)
+
+It is the reward the reproduction and the demo train on: continuous, and something a toy policy
+can learn on every prompt, so the RL can be held to the exact optimum (docs/bundled_tasks.md).
 """
 
 from __future__ import annotations
@@ -234,30 +241,44 @@ def style_score(response: str) -> float:
     return sum(_char_weight(ch) for ch in text) / len(text) if text else 0.0
 
 
-def smooth_reward(prompt: str, response: str) -> float:
-    """The continuous reward of ``bundled_smooth``: quality plus a weighted style score."""
+def _parsed(prompt: str, kind: str) -> tuple[str, tuple]:
     parsed = parse_prompt(prompt)
     if parsed is None:
-        raise DataError(f"bundled_smooth reward: not a bundled-task prompt: {last_human_turn(prompt)[:60]!r}")
-    category, params = parsed
+        raise DataError(f"{kind} reward: not a bundled-task prompt: {last_human_turn(prompt)[:60]!r}")
+    return parsed
+
+
+def smooth_reward(prompt: str, response: str) -> float:
+    """The continuous reward of ``bundled_smooth``: quality plus a weighted style score."""
+    category, params = _parsed(prompt, "bundled_smooth")
     offset, scale = CATEGORY_RANGES[category]
     q = quality(category, params, response)
     return offset + scale * (q + STYLE_WEIGHT * style_score(response)) / (1.0 + STYLE_WEIGHT)
 
 
+def style_reward(prompt: str, response: str) -> float:
+    """The continuous reward of ``bundled_style``: the style score on the category's scale."""
+    offset, scale = CATEGORY_RANGES[_parsed(prompt, "bundled_style")[0]]
+    return offset + scale * style_score(response)
+
+
+SCORERS = {"bundled_text": gold_reward, "bundled_smooth": smooth_reward, "bundled_style": style_reward}
+
+
 class BundledTextReward:
-    """The bundled task's deterministic gold reward (``smooth=True``: the continuous variant)."""
+    """A reward of the bundled task: ``bundled_text`` (gold), ``bundled_smooth`` or ``bundled_style``."""
 
     deterministic = True
 
-    def __init__(self, smooth: bool = False) -> None:
-        self.smooth = smooth
-        self.kind = "bundled_smooth" if smooth else "bundled_text"
+    def __init__(self, kind: str = "bundled_text") -> None:
+        if kind not in SCORERS:
+            raise ValueError(f"unknown bundled reward '{kind}'")
+        self.kind = kind
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str],
                  media: Sequence[list] | None = None) -> torch.Tensor:
         check_batch(prompts, responses, media)
-        score = smooth_reward if self.smooth else gold_reward
+        score = SCORERS[self.kind]
         values = []
         for i, (p, r) in enumerate(zip(prompts, responses)):
             try:
@@ -267,7 +288,7 @@ class BundledTextReward:
         return to_scores(values, len(prompts), source=f"{self.kind} reward")
 
     def fingerprint(self) -> str:
-        if not self.smooth:
+        if self.kind == "bundled_text":
             return stable_hash({"kind": "bundled_text", "version": 1, "ranges": CATEGORY_RANGES})
-        return stable_hash({"kind": "bundled_smooth", "version": 1, "ranges": CATEGORY_RANGES,
+        return stable_hash({"kind": self.kind, "version": 1, "ranges": CATEGORY_RANGES,
                             "style_weight": STYLE_WEIGHT})

@@ -53,10 +53,10 @@ def build_reward(spec: RewardConfig | dict | DictConfig, where: str = "reward") 
         from mmalign.rewards.rules import RulesReward
 
         return RulesReward(cfg.rules, where=f"{where}.rules")
-    if kind in ("bundled_text", "bundled_smooth"):
+    if kind in ("bundled_text", "bundled_smooth", "bundled_style"):
         from mmalign.rewards.bundled import BundledTextReward
 
-        return BundledTextReward(smooth=kind == "bundled_smooth")
+        return BundledTextReward(kind)
     if kind == "python":
         from mmalign.rewards.python_fn import python_reward
 

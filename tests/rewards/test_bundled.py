@@ -134,3 +134,16 @@ def test_smooth_reward_breaks_ties_and_keeps_the_task_ranking():
     lo, scale = CATEGORY_RANGES["rhyme"]
     assert right == pytest.approx(lo + scale * (1.0 + STYLE_WEIGHT * style_score(" hat")) / (1 + STYLE_WEIGHT))
     assert 0.0 < style_score("hat") < 1.0 and style_score("hat") != style_score("bat") and style_score("") == 0.0
+
+
+def test_style_reward_is_the_style_score_on_the_category_scale():
+    from mmalign.rewards.bundled import style_score
+
+    style = build_reward({"kind": "bundled_style"})
+    assert style.fingerprint() not in {build_reward({"kind": k}).fingerprint() for k in ("bundled_text", "bundled_smooth")}
+    greet, count = "Human: Greet Anna politely.\n\nAssistant:", "Human: Count from 3 to 6.\n\nAssistant:"
+    values = style([greet, count, count], [" Hello Anna!", " 3 4 5 6", " 3 4 5"]).tolist()
+    assert values[0] == pytest.approx(-50.0 + 100.0 * style_score(" Hello Anna!"))
+    assert values[1] == pytest.approx(style_score(" 3 4 5 6")) and values[1] != values[2]
+    with pytest.raises(DataError, match="bundled_style"):
+        style(["Human: Hi\n\nAssistant:"], [" hello"])

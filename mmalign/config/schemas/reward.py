@@ -14,7 +14,7 @@ from typing import Any
 from mmalign.errors import ConfigError
 
 REWARD_KINDS = ("hf_classifier", "python", "rules", "clip_score", "ensemble", "bundled_text",
-                "bundled_smooth")
+                "bundled_smooth", "bundled_style")
 FORMATS = ("auto", "chat", "concat")
 CLIP_TEXTS = ("response", "prompt_response")
 
@@ -31,6 +31,7 @@ class RewardConfig:
     * ``ensemble``: components (list of reward dicts, each with an optional ``weight``)
     * ``bundled_text``: no keys (the gold reward of the bundled text task)
     * ``bundled_smooth``: no keys (the same task's continuous reward: quality + a style score)
+    * ``bundled_style``: no keys (a continuous reward: the style score alone, per-category scales)
     """
 
     kind: str = field(default="rules", metadata={"choices": REWARD_KINDS})

@@ -88,3 +88,31 @@ def test_ctrl_raises_calibrated_reward_and_holds_kl_near_target(tmp_path, sft_na
 @pytest.mark.slow
 def test_ctrl_holds_kl_near_target_in_a_long_run(tmp_path, sft_nano):
     _check(_align(tmp_path, sft_nano, "ctrl-long", target=1.5, steps=300), 1.5)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bon_policy_moves_the_standard_win_rate_toward_n_over_n_plus_one(tmp_path, sft_nano):
+    """configs/reproduce/bon_policy.yaml, shortened: Φ = log c at β = 1/3 on the continuous task.
+
+    Its exact optimum is the reference's best-of-4 distribution (standard win rate 4/5 = 0.8, KL
+    0.636). A short run on a tiny model must move clearly toward it without overshooting; the study
+    (scripts/reproduce_infalign.py) is the real check."""
+    from mmalign.align import best_of_n_optimum
+    from mmalign.cli.main import main
+
+    short = ["data.max_rows=24", "rollout.prompts_per_step=24", "train.steps=60", "calibration.num_samples=32",
+             "rollout.max_new_tokens=8", "checkpoint.every=60"]
+    assert main(["align", str(REPO / "configs/reproduce/bon_policy.yaml"), f"run.output_dir={tmp_path}",
+                 f"model.path={sft_nano}", *short, "-q"]) == 0
+    assert main(["evaluate", "winrate", str(REPO / "configs/reproduce/winrate_train.yaml"),
+                 f"run.output_dir={tmp_path}", f"policy.path={tmp_path / 'bon-policy/final'}",
+                 f"reference.path={sft_nano}", "prompts.max_rows=24", "samples_per_prompt=16",
+                 "sampling.max_new_tokens=8", "bootstrap_reps=500", "-q"]) == 0
+    results = json.loads((tmp_path / "winrate-train/results.json").read_text())
+    standard = results["win_rates"][0]
+    assert standard["label"] == "standard"
+    target = best_of_n_optimum(4)
+    assert standard["ci_low"] > 0.6 and standard["win_rate"] < target.win_rate + 0.08, standard
+    assert 0.15 < results["kl"] < 2 * target.kl, results["kl"]

@@ -1,28 +1,36 @@
-"""Reproduce InfAlign (CTRL for best-of-N) on the bundled text task, end to end, on CPU.
+"""Reproduce InfAlign (CTRL for best-of-N and worst-of-N) on the bundled text task, end to end, on CPU.
 
-    python scripts/reproduce_infalign.py            # the full study (~15 min on 2 CPU cores)
-    python scripts/reproduce_infalign.py --quick    # a tiny smoke version (~3 min)
+    python scripts/reproduce_infalign.py            # the full study: 5 methods x 3 KL budgets x 3 seeds
+    python scripts/reproduce_infalign.py --quick    # a tiny smoke version (~3 min on 2 cores)
 
 1. Reference: a toy-width Nano (`mmalign zoo init nano`, tokenizer trained on the bundled SFT
    text), supervised fine-tuned on the bundled task (`mmalign sft configs/reproduce/sft_nano.yaml`),
    built under the study's own --out directory with fixed seeds.
-2. Alignment (`mmalign align`), every method sharing configs/reproduce/align_base.yaml, at each KL
-   budget (kl.target with the adaptive controller):
-     * CTRL-exp (bo4)  calibrated reward, exp(t·c), t and initial beta from the frontier calculus
-     * CTRL-identity   calibrated reward, no transform
-     * raw RLHF        the raw reward
-     * BOND (bo4)      best-of-4 distillation (Jeffreys divergence)
-3. Evaluation (`mmalign evaluate winrate configs/reproduce/winrate.yaml`): standard and best-of-4
-   win rates against the reference on the same held-out prompts, bootstrap 95% intervals, and the
-   measured KL(π‖π_ref).
-4. Report: a markdown table and two plots (win rate vs measured KL, with the analytic identity /
-   exp / optimal curves behind the points), written to --doc (default
-   docs/results/infalign_bundled.md for the full study, <out>/infalign_bundled.md for --quick).
+2. Alignment (`mmalign align`): every method includes configs/reproduce/align_base.yaml and runs at
+   each KL budget (kl.target, adaptive controller) and each seed (run.seed):
+     raw RLHF         the raw reward (raw.yaml)
+     CTRL-identity    calibrated reward, no transform (ctrl_identity.yaml)
+     CTRL-exp (bo4)   calibrated reward, exp(t·c), t from the calculus for best-of-4 (ctrl_exp.yaml)
+     BOND/vBoN (bo4)  best-of-4 distillation, score (N-1)·log c (bond.yaml)
+     CTRL-neg_exp     calibrated reward, -exp(-t·c), t from the calculus for worst-of-4 (ctrl_neg_exp.yaml)
+   One calibration store for the whole study (<out>/runs/calibration.safetensors): every calibrated
+   method and seed calibrates against the same reference samples.
+3. Evaluation (`mmalign evaluate winrate`), every run twice: on the training prompts
+   (winrate_train.yaml) and on held-out prompts (winrate_heldout.yaml); standard, best-of-4 and
+   worst-of-4 win rates against the reference with bootstrap intervals, and the measured KL. The
+   eval seed comes from the config and is the same for every method, so comparisons are paired.
+4. Numbers: per run the captured fraction (W - 0.5) / (W_analytic(KL) - 0.5) of the method's own
+   ideal tilt at the run's measured KL; means and spreads over seeds; paired per-prompt bootstrap
+   comparisons between methods; verdicts on the paper's claims computed from those numbers.
+5. Report: --doc (default docs/results/infalign_bundled.md; <out>/infalign_bundled.md with
+   --quick) with generated tables, plots of win rate vs measured KL over the analytic curves in
+   <doc dir>/<doc stem>/, and every number in <doc dir>/<doc stem>/results.json.
 
-Completed steps are reused when the script is rerun with the same --out and mode (a run counts as
-complete when it wrote its DONE marker / results.json); --fresh starts over.
-A hand-written reading between the `<!-- reading:begin -->` and `<!-- reading:end -->` markers of
-an existing doc is kept when the doc is regenerated.
+Every setting is read from the configs (the run snapshots, once they ran); --quick only shrinks
+them with overrides. A finished run is reused when the script is rerun with the same --out and its
+config snapshot equals what would run now (and it is newer than the reference); otherwise it is
+rerun. --fresh starts over. A hand-written reading between the `<!-- reading:begin -->` and
+`<!-- reading:end -->` markers of an existing doc is kept when the doc is regenerated.
 """
 
 from __future__ import annotations
@@ -30,30 +38,56 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import yaml
 from demo import (  # scripts/demo.py: offline environment, in-process runner, tokenizer text
     corpus,
     mmalign,
 )
 
+if TYPE_CHECKING:
+    from mmalign.align import Transform
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path("configs/reproduce")
 
-# method key -> (config file, label in tables and plots)
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the study: its config in configs/reproduce/ and its label in tables and plots."""
+
+    config: str
+    label: str
+
+
 METHODS = {
-    "ctrl-exp": ("ctrl_exp.yaml", "CTRL-exp (bo4)"),
-    "ctrl-identity": ("ctrl_identity.yaml", "CTRL-identity"),
-    "raw": ("raw.yaml", "raw RLHF"),
-    "bond": ("bond.yaml", "BOND (bo4)"),
+    "raw": Method("raw.yaml", "raw RLHF"),
+    "ctrl-identity": Method("ctrl_identity.yaml", "CTRL-identity"),
+    "ctrl-exp": Method("ctrl_exp.yaml", "CTRL-exp (bo4)"),
+    "bond": Method("bond.yaml", "BOND/vBoN (bo4)"),
+    "ctrl-neg-exp": Method("ctrl_neg_exp.yaml", "CTRL-neg_exp (wo4)"),
 }
-FULL_BUDGETS = (0.25, 0.5, 1.0)
-QUICK_BUDGETS = (0.5,)
+# prompt set key -> (evaluation config, name in the report)
+EVAL_SETS = {"train": ("winrate_train.yaml", "training prompts"), "heldout": ("winrate_heldout.yaml", "held-out prompts")}
+# paired comparisons: (method A, method B, procedure of the win rate compared)
+COMPARISONS = (("ctrl-exp", "ctrl-identity", "bon"), ("ctrl-exp", "raw", "bon"),
+               ("ctrl-neg-exp", "ctrl-identity", "won"), ("ctrl-identity", "raw", "standard"))
+PROCEDURE_ORDER = ("standard", "bon", "won")
+FULL_BUDGETS, FULL_SEEDS = (0.25, 0.5, 1.0), (0, 1, 2)
+QUICK_BUDGETS, QUICK_SEEDS = (0.5,), (0,)
+KL_MATCH = 0.10       # KLs are matched when |KL_A / KL_B - 1| <= 10%
+CAPTURED_BAR = 0.90   # acceptance: captured fraction on training prompts
+KL_FLOOR = 1e-3       # below this measured KL the analytic gain is too small for a captured fraction
 
 # Overrides of the --quick smoke run (the configs hold the full study's settings).
 QUICK_SFT = ["train.steps=30", "train.eval_every=30", "train.log_every=10", "eval_data.max_rows=16"]
@@ -73,152 +107,86 @@ def _rel(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. the reference
+# running: reuse only what matches the configs of now
 # ---------------------------------------------------------------------------------------------
+def expected_config(config: Path, recipe: str, overrides: list[str]) -> str:
+    """The config snapshot a run of ``config`` with ``overrides`` would write (its config.yaml)."""
+    from mmalign.config import load_config, schema_for, to_yaml
+
+    return to_yaml(load_config(config, schema_for(recipe), overrides))
+
+
+def is_current(run_dir: Path, config_yaml: str, newer_than: float = 0.0) -> bool:
+    """True when ``run_dir`` finished (DONE), ran exactly ``config_yaml`` and finished after
+    ``newer_than`` (when what it depends on finished: a rebuilt reference invalidates every run)."""
+    done, snap = run_dir / "DONE", run_dir / "config.yaml"
+    return (done.exists() and snap.exists() and snap.read_text(encoding="utf-8") == config_yaml
+            and done.stat().st_mtime >= newer_than)
+
+
+def run_or_reuse(run_dir: Path, config: Path, recipe: str, overrides: list[str],
+                 argv: list[str], newer_than: float = 0.0) -> None:
+    """Run ``mmalign *argv *overrides`` unless ``run_dir`` already holds the same finished run."""
+    if is_current(run_dir, expected_config(config, recipe, overrides), newer_than):
+        print(f"reusing {_rel(run_dir)}")
+        return
+    if (run_dir / "DONE").exists():
+        print(f"{_rel(run_dir)}: config or reference changed since it ran: rerunning")
+    mmalign(*argv, str(config), *overrides, "--overwrite", "-q")
+
+
 def build_reference(out: Path, quick: bool) -> Path:
-    reference = out / "runs/sft-nano/final"
-    if (out / "runs/sft-nano/DONE").exists() and (reference / "config.json").exists():
-        print(f"reusing the study's SFT reference in {_rel(reference)}")
-        return reference
+    """The SFT'd toy Nano every method starts from and is compared against (reused when current).
+
+    Rebuilding it deletes the study's calibration store: its fingerprint names the reference's
+    path, not its weights."""
+    run_dir, init = out / "runs/sft-nano", out / "nano-init"
+    overrides = [f"run.output_dir={out / 'runs'}", f"model.path={init}", *(QUICK_SFT if quick else [])]
+    cfg = CONFIGS / "sft_nano.yaml"
+    if is_current(run_dir, expected_config(cfg, "sft", overrides)) and (run_dir / "final/config.json").exists():
+        print(f"reusing the study's SFT reference in {_rel(run_dir / 'final')}")
+        return run_dir / "final"
     out.mkdir(parents=True, exist_ok=True)
-    init = out / "nano-init"
+    calibration_store(out).unlink(missing_ok=True)
     mmalign("zoo", "init", "nano", "--out", str(init), "--width-scale", "0.0625", "--layers", "2",
             "--vocab-size", "512", "--text", str(corpus(out)), "--seed", "0", "--overwrite", "-q")
-    mmalign("sft", str(CONFIGS / "sft_nano.yaml"), f"run.output_dir={out / 'runs'}", f"model.path={init}",
-            *(QUICK_SFT if quick else []), "--overwrite", "-q")
-    return reference
-
-
-# ---------------------------------------------------------------------------------------------
-# 2-3. align and evaluate one (method, KL budget)
-# ---------------------------------------------------------------------------------------------
-def run_name(method: str, kl: float) -> str:
-    return f"{method}-kl{kl:g}"
-
-
-def align_one(out: Path, reference: Path, method: str, kl: float, quick: bool) -> Path:
-    name = run_name(method, kl)
-    run_dir = out / "runs" / name
-    if (run_dir / "DONE").exists() and (run_dir / "final/config.json").exists():
-        print(f"reusing {_rel(run_dir)}")
-        return run_dir / "final"
-    overrides = [f"run.name={name}", f"run.output_dir={out / 'runs'}", f"model.path={reference}", f"kl.target={kl}",
-                 f"calibration.store={out / 'runs' / f'calibration-{method}.safetensors'}"]  # reused across budgets
-    mmalign("align", str(CONFIGS / METHODS[method][0]), *overrides, *(QUICK_ALIGN if quick else []),
-            "--overwrite", "-q")
+    mmalign("sft", str(cfg), *overrides, "--overwrite", "-q")
     return run_dir / "final"
 
 
-def evaluate_one(out: Path, reference: Path, policy: Path, method: str, kl: float, quick: bool) -> dict:
-    name = run_name(method, kl)
-    results = out / "eval" / name / "results.json"
-    if not results.exists():
-        mmalign("evaluate", "winrate", str(CONFIGS / "winrate.yaml"), f"run.name={name}",
-                f"run.output_dir={out / 'eval'}", f"policy.path={policy}", f"reference.path={reference}",
-                f"label={METHODS[method][1]}", *(QUICK_EVAL if quick else []), "--overwrite", "-q")
-    return json.loads(results.read_text())
+def calibration_store(out: Path) -> Path:
+    """The one calibration store of the study (keyed by reference fingerprint + prompt)."""
+    return out / "runs" / "calibration.safetensors"
 
 
-# ---------------------------------------------------------------------------------------------
-# 4. the report
-# ---------------------------------------------------------------------------------------------
-def collect(out: Path, method: str, kl: float, res: dict) -> dict:
-    """One row: method, KL target, measured KL, win rates, and what the training log says."""
-    run_dir = out / "runs" / run_name(method, kl)
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    last = metrics[-5:]
-    wr = {w["label"]: w for w in res["win_rates"]}
-    return {
-        "method": method, "label": METHODS[method][1], "kl_target": kl, "kl": res["kl"], "kl_se": res["kl_se"],
-        "standard": wr["standard"], "bo4": wr["best-of-4"],
-        "policy_reward": res["policy_judge_reward_mean"], "reference_reward": res["reference_judge_reward_mean"],
-        "train_kl_last5": sum(m["kl"] for m in last) / len(last),
-        "beta_final": metrics[-1].get("beta"), "beta_initial": metrics[0].get("beta"),
-    }
+def run_name(method: str, kl: float, seed: int) -> str:
+    """One path component naming a (method, KL budget, seed) run."""
+    return f"{method}-kl{kl:g}-s{seed}"
 
 
-def analytic(rows: list[dict]) -> None:
-    """Add, for each row, the analytic win rates of the identity / exp / optimal tilts at its measured KL."""
-    from mmalign.align import best_t, beta_for_kl, get_transform, optimal_policy, win_rate
-
-    ident = get_transform("identity")
-    for r in rows:
-        kl = r["kl"]
-        if kl <= 1e-3:
-            r["analytic"] = None
-            continue
-        b = beta_for_kl(ident, kl)
-        opt = optimal_policy("bon", 4, kl)
-        r["analytic"] = {
-            "standard_identity": win_rate(ident, b, "standard", 1),  # the optimum for standard sampling
-            "bo4_identity": win_rate(ident, b, "bon", 4),
-            "bo4_exp": best_t("bon", 4, kl).win_rate,
-            "bo4_optimal": float(opt.win_rate) if hasattr(opt, "win_rate") else float("nan"),
-        }
+def align_one(out: Path, reference: Path, method: str, kl: float, seed: int, quick: bool) -> Path:
+    """Align one (method, budget, seed) from the reference; returns its run directory."""
+    name = run_name(method, kl, seed)
+    overrides = [f"run.name={name}", f"run.output_dir={out / 'runs'}", f"run.seed={seed}", f"model.path={reference}",
+                 f"kl.target={kl}", f"calibration.store={calibration_store(out)}", *(QUICK_ALIGN if quick else [])]
+    run_or_reuse(out / "runs" / name, CONFIGS / METHODS[method].config, "align", overrides, ["align"],
+                 newer_than=_done_time(reference.parent))
+    return out / "runs" / name
 
 
-def tie_ceiling(out: Path, reference: Path, quick: bool) -> dict:
-    """The best win rate any policy can reach here: a policy that always gives the gold answer.
-
-    The gold reward is discrete (a correct answer gets the category's maximum), so a reference that
-    is often right ties often, and ties count half. The ceiling per prompt is
-    P(T(π_ref) < max) + ½ P(T(π_ref) = max), estimated from fresh reference samples on the
-    evaluation prompts (U-statistic weights, as in the evaluation)."""
-    import numpy as np
-    import torch
-    import yaml
-
-    from mmalign.config.schemas.data import DataConfig
-    from mmalign.data import load_prompts
-    from mmalign.evaluation.winrate import Procedure, prompt_win_rate
-    from mmalign.models.loading import load_policy
-    from mmalign.rewards.bundled import CATEGORY_RANGES, gold_reward, parse_prompt
-
-    cache = out / "ceiling.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    ev = yaml.safe_load((CONFIGS / "winrate.yaml").read_text())
-    rows = 8 if quick else ev["prompts"]["max_rows"]
-    m = 4 if quick else ev["samples_per_prompt"]
-    prompts = [r.prompt for r in load_prompts(DataConfig(path=ev["prompts"]["path"], max_rows=rows))]
-    policy = load_policy(str(reference), run_device="cpu", run_dtype="float32", chat_template="off")
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        texts = policy.sample(prompts, m, max_new_tokens=ev["sampling"]["max_new_tokens"], generator=gen).texts
-    res = {}
-    for name, n in (("standard", 1), ("bo4", 4)):
-        per = []
-        for i, x in enumerate(prompts):
-            ref = np.array([gold_reward(x, y) for y in texts[i * m:(i + 1) * m]])
-            offset, scale = CATEGORY_RANGES[parse_prompt(x)[0]]
-            best = np.full(m, offset + scale)
-            per.append(prompt_win_rate(best, best, ref, ref, Procedure("standard" if n == 1 else "bon", n)))
-        res[name] = float(np.mean(per))
-    res["prompts"], res["samples"] = len(prompts), m
-    cache.write_text(json.dumps(res) + "\n")
-    return res
+def evaluate_one(out: Path, reference: Path, run_dir: Path, method: str, prompt_set: str, quick: bool) -> Path:
+    """Evaluate one aligned run on one prompt set; returns the evaluation's run directory."""
+    eval_dir = out / "eval" / prompt_set
+    overrides = [f"run.name={run_dir.name}", f"run.output_dir={eval_dir}", f"policy.path={run_dir / 'final'}",
+                 f"reference.path={reference}", f"label={METHODS[method].label}", *(QUICK_EVAL if quick else [])]
+    run_or_reuse(eval_dir / run_dir.name, CONFIGS / EVAL_SETS[prompt_set][0], "evaluate_winrate",
+                 overrides, ["evaluate", "winrate"], newer_than=_done_time(run_dir))
+    return eval_dir / run_dir.name
 
 
-def plots(rows: list[dict], fig_dir: Path, quick: bool, ceiling: dict) -> list[Path]:
-    from mmalign.evaluation.plots import frontier_curves, plot_winrate_vs_kl
-
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    # plot_winrate_vs_kl puts its legend in the lower right: draw the curves far enough right that
-    # the measured points (win rates near 0.5, KL <= ~1.3) stay left of it
-    kl_max = max([2.5] + [2.2 * r["kl"] for r in rows])
-    n_pts = 6 if quick else 14
-    paths = []
-    for key, proc, n, fname in (("bo4", "bon", 4, "bo4_winrate_vs_kl.png"),
-                                ("standard", "standard", 1, "standard_winrate_vs_kl.png")):
-        points = [{"label": r["label"], "kl": max(r["kl"], 0.0), "kl_se": r["kl_se"], "win_rate": r[key]["win_rate"],
-                   "ci_low": r[key]["ci_low"], "ci_high": r[key]["ci_high"]} for r in rows]
-        curves = frontier_curves(proc, n, ["identity", "exp", "optimal"], kl_max, n_pts)
-        # drawn as a flat line: the most any policy can win once ties on the discrete gold reward count half
-        curves["max possible here (ties count half)"] = ([0.0, kl_max], [ceiling[key], ceiling[key]])
-        title = ("best-of-4 win rate vs KL (bundled task, toy Nano)" if proc == "bon"
-                 else "standard win rate vs KL (bundled task, toy Nano)")
-        paths.append(plot_winrate_vs_kl(fig_dir / fname, proc, n, points, curves, title=title))
-    return paths
+def _done_time(run_dir: Path) -> float:
+    """When ``run_dir`` finished (mtime of its DONE marker)."""
+    return (run_dir / "DONE").stat().st_mtime
 
 
 def run_seconds(run_dir: Path) -> float:
@@ -234,232 +202,661 @@ def run_seconds(run_dir: Path) -> float:
     return (_dt.datetime.strptime(stamps[-1], fmt) - _dt.datetime.strptime(stamps[0], fmt)).total_seconds()
 
 
+def check_eval_configs() -> None:
+    """Both prompt sets must judge with the same reward, seed, procedures and sampling (one line if not)."""
+    from mmalign.config import load_config, schema_for
+
+    keys = ("run.seed", "selection_reward", "judge_reward", "procedures", "sampling")
+    cfgs = {s: load_config(CONFIGS / f, schema_for("evaluate_winrate"), ["policy.path=unused"])
+            for s, (f, _) in EVAL_SETS.items()}
+    for key in keys:
+        values = {s: _get(cfg, key) for s, cfg in cfgs.items()}
+        if len({repr(v) for v in values.values()}) > 1:
+            sys.exit(f"{CONFIGS}: {key} differs between " + " and ".join(f for f, _ in EVAL_SETS.values())
+                     + ": the prompt sets must be judged alike")
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    """``obj.a.b`` for ``"a.b"`` on dicts (run snapshots) and dataclasses (loaded configs)."""
+    for part in dotted.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers of one run
+# ---------------------------------------------------------------------------------------------
+def snapshot(run_dir: Path) -> dict:
+    """The config a run actually ran with (its config.yaml)."""
+    return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+
+
+def deployment(cfg: dict) -> tuple[str, int]:
+    """The procedure a method is deployed with: standard for raw / identity, else transform.procedure/n."""
+    tr = cfg["transform"]
+    if cfg["objective"] != "bond" and tr["name"] in ("raw", "identity"):
+        return "standard", 1
+    return tr["procedure"], int(tr["n"])
+
+
+def ideal_tilt(cfg: dict) -> Transform:
+    """The transform whose exact tilt of the reference is the method's ideal (at any KL).
+
+    raw -> identity (the best standard RLHF can reach), bond -> log (BOND's score (N-1)·log c is
+    the log tilt), auto -> exp / neg_exp at the t the run used (best_t at its KL target), any
+    other name -> that transform."""
+    from mmalign.align import best_t, get_transform
+
+    tr = cfg["transform"]
+    if cfg["objective"] == "bond":
+        return get_transform("log")
+    if tr["name"] in ("raw", "identity"):
+        return get_transform("identity")
+    if tr["name"] == "auto":
+        return best_t(tr["procedure"], int(tr["n"]), float(cfg["kl"]["target"])).transform
+    if tr["name"] == "optimal":
+        from mmalign.align import optimal_transform
+
+        return optimal_transform(tr["procedure"], int(tr["n"]), float(cfg["kl"]["target"]))
+    return get_transform(tr["name"], t=tr.get("t"), k=tr.get("k"))
+
+
+def analytic_win_rate(transform: Transform, procedure: str, n: int, kl: float) -> float | None:
+    """Exact win rate of the tilt by ``transform`` at KL = ``kl`` (None when KL < 1e-3 or out of reach)."""
+    from mmalign.align import evaluate, get_procedure
+    from mmalign.errors import UserError
+
+    if not math.isfinite(kl) or kl < KL_FLOOR:
+        return None
+    try:
+        return float(evaluate(transform, get_procedure(procedure, n), kl).win_rate)
+    except UserError:
+        return None
+
+
+def captured(win: float, analytic: float | None) -> float | None:
+    """(W - 0.5) / (W_analytic - 0.5), None when the analytic gain is missing or tiny."""
+    if analytic is None or analytic - 0.5 < 1e-6:
+        return None
+    return (win - 0.5) / (analytic - 0.5)
+
+
+def eval_numbers(eval_dir: Path, transform: Transform, deploy: tuple[str, int]) -> dict:
+    """KL, win rates (by procedure name) and captured fractions of one evaluation."""
+    res = json.loads((eval_dir / "results.json").read_text())
+    wins, analytic, per_prompt = {}, {}, {}
+    for w in res["win_rates"]:
+        p = w["procedure"]
+        wins[p] = {"label": w["label"], "n": w["n"], "win_rate": w["win_rate"], "ci_low": w["ci_low"],
+                   "ci_high": w["ci_high"]}
+        per_prompt[p] = w["per_prompt"]
+        analytic[p] = analytic_win_rate(transform, p, w["n"], res["kl"])
+    dp = deploy[0]
+    return {
+        "kl": res["kl"], "kl_se": res["kl_se"], "num_prompts": res["num_prompts"],
+        "samples_per_prompt": res["samples_per_prompt"], "win_rates": wins, "analytic": analytic,
+        "captured": {"deploy": captured(wins[dp]["win_rate"], analytic[dp]) if dp in wins else None,
+                     "standard": captured(wins["standard"]["win_rate"], analytic["standard"])
+                     if "standard" in wins else None},
+        "per_prompt": per_prompt,
+    }
+
+
+def run_point(out: Path, method: str, kl: float, seed: int) -> dict:
+    """Every number of one (method, budget, seed): training log, both evaluations, timings."""
+    run_dir = out / "runs" / run_name(method, kl, seed)
+    cfg = snapshot(run_dir)
+    transform, deploy = ideal_tilt(cfg), deployment(cfg)
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = {s: eval_numbers(out / "eval" / s / run_dir.name, transform, deploy) for s in EVAL_SETS}
+    return {
+        "method": method, "label": METHODS[method].label, "kl_target": kl, "seed": seed, "run": run_dir.name,
+        "ideal_tilt": transform.describe(), "deploy": {"procedure": deploy[0], "n": deploy[1]},
+        "beta_initial": metrics[0].get("beta"), "beta_final": metrics[-1].get("beta"),
+        "train_kl_last5": _mean([m["kl"] for m in metrics[-5:] if "kl" in m]),
+        "evals": evals,
+        "timings_s": {"align": round(run_seconds(run_dir), 1),
+                      **{f"eval_{s}": round(run_seconds(out / "eval" / s / run_dir.name), 1) for s in EVAL_SETS}},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers over seeds and between methods
+# ---------------------------------------------------------------------------------------------
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _spread(xs: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one value), min, max and count of the non-None values."""
+    v = [x for x in xs if x is not None]
+    if not v:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    m = sum(v) / len(v)
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return {"mean": m, "sd": sd, "min": min(v), "max": max(v), "n": len(v)}
+
+
+def aggregate(points: list[dict], prompt_set: str) -> list[dict]:
+    """Per (method, budget): means and spreads over seeds on one prompt set, plus the seed-mean
+    per-prompt win rates the paired comparisons use."""
+    import numpy as np
+
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["method"], p["kl_target"]), []).append(p)
+    rows = []
+    for (method, kl), pts in groups.items():
+        ev = [p["evals"][prompt_set] for p in pts]
+        procs = [q for q in PROCEDURE_ORDER if q in ev[0]["win_rates"]]
+        rows.append({
+            "method": method, "label": METHODS[method].label, "kl_target": kl, "prompt_set": prompt_set,
+            "seeds": [p["seed"] for p in pts], "deploy": pts[0]["deploy"], "ideal_tilt": pts[0]["ideal_tilt"],
+            "kl": _spread([e["kl"] for e in ev]),
+            "win_rates": {q: _spread([e["win_rates"][q]["win_rate"] for e in ev]) for q in procs},
+            "analytic": {q: _spread([e["analytic"][q] for e in ev]) for q in procs},
+            "captured": {k: _spread([e["captured"][k] for e in ev]) for k in ("deploy", "standard")},
+            "procedure_n": {q: ev[0]["win_rates"][q]["n"] for q in procs},
+            "per_prompt": {q: [round(float(x), 5) for x in np.mean([e["per_prompt"][q] for e in ev], axis=0)]
+                           for q in procs},
+            "_single": {**ev[0]["win_rates"], "kl_se": ev[0]["kl_se"]},  # error bars when there is one seed
+        })
+    return sorted(rows, key=lambda r: (list(METHODS).index(r["method"]), r["kl_target"]))
+
+
+def compare(aggs: list[dict], a: str, b: str, procedure: str, kl: float, prompt_set: str, reps: int) -> dict | None:
+    """A - B on one procedure's win rate at one budget: per prompt (seed means), bootstrap 95% interval."""
+    import numpy as np
+
+    from mmalign.evaluation.stats import bootstrap_ci
+
+    by = {(r["method"], r["kl_target"], r["prompt_set"]): r for r in aggs}
+    ra, rb = by.get((a, kl, prompt_set)), by.get((b, kl, prompt_set))
+    if ra is None or rb is None or procedure not in ra["per_prompt"] or procedure not in rb["per_prompt"]:
+        return None
+    d = np.asarray(ra["per_prompt"][procedure]) - np.asarray(rb["per_prompt"][procedure])
+    lo, hi = bootstrap_ci(d, reps=reps, seed=0)
+    kl_a, kl_b = ra["kl"]["mean"], rb["kl"]["mean"]
+    matched = bool(kl_b and kl_b > 0 and abs(kl_a / kl_b - 1.0) <= KL_MATCH)
+    return {"a": a, "b": b, "procedure": procedure, "kl_target": kl, "prompt_set": prompt_set,
+            "difference": float(d.mean()), "ci_low": lo, "ci_high": hi, "prompts": int(d.size),
+            "kl_a": kl_a, "kl_b": kl_b, "kl_matched": matched, "excludes_zero": bool(lo > 0 or hi < 0),
+            "a_better": bool(lo > 0)}
+
+
+def all_comparisons(aggs: list[dict], budgets: list[float], reps: int) -> list[dict]:
+    """Every configured comparison at every budget on every prompt set (skipping absent methods)."""
+    out = []
+    for s in EVAL_SETS:
+        for kl in budgets:
+            for a, b, proc in COMPARISONS:
+                c = compare(aggs, a, b, proc, kl, s, reps)
+                if c is not None:
+                    out.append(c)
+    return out
+
+
+def _needed(budgets: list[float]) -> int:
+    """How many budgets a claim must hold at: 2 of 3 (two thirds, rounded up)."""
+    return math.ceil(2 * len(budgets) / 3)
+
+
+def _cmp_text(c: dict) -> str:
+    return (f"KL target {c['kl_target']:g}: {c['difference']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
+            f"KL {c['kl_a']:.3f} vs {c['kl_b']:.3f} ({'matched' if c['kl_matched'] else 'not matched'})")
+
+
+def beats_verdict(comps: list[dict], a: str, bs: list[str], procedure: str, prompt_set: str,
+                  budgets: list[float], claim: str) -> dict:
+    """``a`` beats every one of ``bs`` on ``procedure`` with an interval above 0 at matched KL,
+    at >= 2/3 of the budgets."""
+    by = {(c["a"], c["b"], c["procedure"], c["kl_target"], c["prompt_set"]): c for c in comps}
+    good, details, missing = [], [], False
+    for kl in budgets:
+        cs = [by.get((a, b, procedure, kl, prompt_set)) for b in bs]
+        if any(c is None for c in cs):
+            missing = True
+            continue
+        if all(c["kl_matched"] and c["a_better"] for c in cs):
+            good.append(kl)
+        details += [f"{METHODS[a].label} − {METHODS[c['b']].label}, {_cmp_text(c)}" for c in cs]
+    need = _needed(budgets)
+    status = "not evaluated" if missing else ("holds" if len(good) >= need else "does not hold")
+    return {"claim": claim, "prompt_set": prompt_set, "status": status, "budgets_ok": good, "needed": need,
+            "of": len(budgets), "details": details}
+
+
+def captured_verdict(aggs: list[dict], methods: list[str], budgets: list[float], claim: str) -> dict:
+    """Seed-mean captured fraction (deployment procedure) >= 0.9 on training prompts, every budget."""
+    by = {(r["method"], r["kl_target"]): r for r in aggs if r["prompt_set"] == "train"}
+    details, ok, missing = [], True, False
+    for m in methods:
+        for kl in budgets:
+            r = by.get((m, kl))
+            if r is None:
+                missing = True
+                continue
+            c = r["captured"]["deploy"]
+            ok = ok and c["mean"] is not None and c["mean"] >= CAPTURED_BAR
+            details.append(f"{METHODS[m].label} at KL target {kl:g}: "
+                           + ("none (KL too small)" if c["mean"] is None
+                              else f"{c['mean']:.2f}" + (f" (seeds {c['min']:.2f} to {c['max']:.2f})"
+                                                         if c["n"] > 1 else "")))
+    status = "not evaluated" if missing else ("holds" if ok else "does not hold")
+    return {"claim": claim, "prompt_set": "train", "status": status, "details": details}
+
+
+def verdicts(aggs: list[dict], comps: list[dict], budgets: list[float]) -> list[dict]:
+    """The acceptance claims of the study, each decided by the numbers."""
+    need = _needed(budgets)
+    out = []
+    for s in EVAL_SETS:
+        out.append(beats_verdict(comps, "ctrl-exp", ["ctrl-identity", "raw"], "bon", s, budgets,
+                                 f"CTRL-exp beats CTRL-identity and raw RLHF on best-of-4, interval excluding 0, "
+                                 f"at matched KL, at >= {need} of {len(budgets)} budgets"))
+        out.append(beats_verdict(comps, "ctrl-neg-exp", ["ctrl-identity"], "won", s, budgets,
+                                 f"CTRL-neg_exp beats CTRL-identity on worst-of-4, interval excluding 0, "
+                                 f"at matched KL, at >= {need} of {len(budgets)} budgets"))
+    out.append(captured_verdict(aggs, ["ctrl-identity", "ctrl-exp"], budgets,
+                                f"captured fraction >= {CAPTURED_BAR:g} on training prompts for CTRL-identity "
+                                "and CTRL-exp at every budget"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# plots, settings, report
+# ---------------------------------------------------------------------------------------------
+CURVES = {"standard": ["identity", "log"], "bon": ["identity", "log", "exp", "optimal"],
+          "won": ["identity", "neg_exp", "optimal"]}
+
+
+def plots(aggs: list[dict], fig_dir: Path, quick: bool) -> list[Path]:
+    """Win rate vs measured KL on the training prompts, one plot per procedure: seed means, error
+    bars ± one seed sd (or the run's 95% interval and KL se with one seed), over the analytic curves."""
+    from mmalign.evaluation.plots import frontier_curves, plot_winrate_vs_kl
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    train = [r for r in aggs if r["prompt_set"] == "train"]
+    kl_max = max([1.5] + [1.25 * (r["kl"]["mean"] or 0.0) for r in train])
+    paths = []
+    for proc in PROCEDURE_ORDER:
+        rows = [r for r in train if proc in r["win_rates"]]
+        if not rows:
+            continue
+        n = _proc_n(rows[0], proc)
+        points = [_plot_point(r, proc) for r in rows]
+        curves = frontier_curves(proc, n, CURVES[proc], kl_max, 5 if quick else 16)
+        name = "standard" if proc == "standard" else f"{'best' if proc == 'bon' else 'worst'}-of-{n}"
+        title = f"{name} win rate vs KL on the training prompts (bundled task, toy Nano)"
+        paths.append(plot_winrate_vs_kl(fig_dir / f"{proc}{'' if proc == 'standard' else n}_winrate_vs_kl.png",
+                                        proc, n, points, curves, title=title))
+    return paths
+
+
+def _proc_n(agg: dict, proc: str) -> int:
+    """N of a procedure in an aggregate (from the evaluation's own record)."""
+    return int(agg["procedure_n"][proc])
+
+
+def _plot_point(r: dict, proc: str) -> dict:
+    """One plotted point: seed mean with ± sd error bars, or the single run's interval."""
+    w, kl = r["win_rates"][proc], r["kl"]
+    if w["n"] > 1:
+        return {"label": r["label"], "kl": max(kl["mean"], 0.0), "kl_se": kl["sd"], "win_rate": w["mean"],
+                "ci_low": w["mean"] - w["sd"], "ci_high": w["mean"] + w["sd"]}
+    one = r["_single"][proc]
+    return {"label": r["label"], "kl": max(kl["mean"], 0.0), "kl_se": r["_single"]["kl_se"], "win_rate": w["mean"],
+            "ci_low": one["ci_low"], "ci_high": one["ci_high"]}
+
+
+SETTING_KEYS = {
+    "align": ["reward.kind", "data.path", "data.skip_rows", "data.max_rows", "train.steps", "rollout.prompts_per_step",
+              "rollout.n", "rollout.max_new_tokens", "train.lr", "train.schedule", "train.epochs", "train.minibatches",
+              "calibration.num_samples", "kl.estimator", "kl.mode", "kl.controller", "kl.horizon",
+              "advantage.estimator"],
+    "method": ["objective", "transform.name", "transform.procedure", "transform.n", "kl.beta"],
+    "eval": ["prompts.path", "prompts.skip_rows", "prompts.max_rows", "samples_per_prompt", "selection_reward.kind",
+             "run.seed", "sampling.max_new_tokens", "sampling.temperature", "bootstrap_reps"],
+    "sft": ["train.steps", "train.batch_size", "train.lr", "data.path"],
+}
+
+
+def settings(out: Path, points: list[dict]) -> dict:
+    """What actually ran, read from the run snapshots: SFT, the shared align settings (first run),
+    each method's own keys, and each prompt set's evaluation settings."""
+    first = {m: next(p for p in points if p["method"] == m) for m in METHODS if any(p["method"] == m for p in points)}
+    any_run = out / "runs" / points[0]["run"]
+    s = {"sft": {k: _get(snapshot(out / "runs/sft-nano"), k) for k in SETTING_KEYS["sft"]},
+         "align": {k: _get(snapshot(any_run), k) for k in SETTING_KEYS["align"]},
+         "methods": {m: {**{k: _get(snapshot(out / "runs" / p["run"]), k) for k in SETTING_KEYS["method"]},
+                         "ideal_tilt": p["ideal_tilt"], "deploy": p["deploy"]} for m, p in first.items()},
+         "eval": {}}
+    for e in EVAL_SETS:
+        snap = snapshot(out / "eval" / e / points[0]["run"])
+        s["eval"][e] = {k: _get(snap, k) for k in SETTING_KEYS["eval"]}
+        s["eval"][e]["procedures"] = [f"{p['name']} {p['n']}" for p in snap["procedures"]]
+    return s
+
+
+def _pm(s: dict, digits: int = 3) -> str:
+    """mean ± sd over seeds (just the mean for one seed)."""
+    if s["mean"] is None:
+        return "–"
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['sd']:.{digits}f}" if s["n"] > 1 else "")
+
+
 def _ci(w: dict) -> str:
     return f"{w['win_rate']:.3f} [{w['ci_low']:.3f}, {w['ci_high']:.3f}]"
 
 
-def verdicts(rows: list[dict], budgets: list[float]) -> list[str]:
-    """Data-driven checks of the paper's claims (computed, not hand-written)."""
-    by = {(r["method"], r["kl_target"]): r for r in rows}
-    lines = []
+def _proc_label(proc: str, n: int) -> str:
+    return "standard" if proc == "standard" else f"{'best' if proc == 'bon' else 'worst'}-of-{n}"
 
-    def cmp(a: str, b: str, key: str, what: str) -> None:
-        wins = sig = 0
-        details = []
-        for kl in budgets:
-            ra, rb = by.get((a, kl)), by.get((b, kl))
-            if ra is None or rb is None:
-                continue
-            d = ra[key]["win_rate"] - rb[key]["win_rate"]
-            wins += d > 0
-            separated = ra[key]["ci_low"] > rb[key]["ci_high"] or rb[key]["ci_low"] > ra[key]["ci_high"]
-            sig += separated
-            details.append(f"KL target {kl:g}: {d:+.3f} (measured KL {ra['kl']:.2f} vs {rb['kl']:.2f}"
-                           f"{', intervals disjoint' if separated else ', intervals overlap'})")
-        if details:
-            lines.append(f"* {METHODS[a][1]} − {METHODS[b][1]}, {what}: higher at {wins}/{len(details)} budgets; "
-                         + "; ".join(details) + ".")
 
-    for b in ("ctrl-identity", "raw", "bond"):
-        cmp("ctrl-exp", b, "bo4", "best-of-4 win rate")
-    cmp("ctrl-identity", "raw", "standard", "standard win rate")
-    cmp("ctrl-identity", "raw", "bo4", "best-of-4 win rate")
-    # KL-adjusted: excess over the analytic identity curve at the measured KL
-    ex = {}
+def results_table(aggs: list[dict], prompt_set: str) -> list[str]:
+    """Markdown table of seed means (± sd) on one prompt set."""
+    rows = [r for r in aggs if r["prompt_set"] == prompt_set]
+    procs = [q for q in PROCEDURE_ORDER if rows and q in rows[0]["win_rates"]]
+    heads = [_proc_label(q, _proc_n(rows[0], q)) for q in procs] if rows else []
+    lines = ["| method | KL target | seeds | measured KL | " + " | ".join(f"{h} win rate" for h in heads)
+             + " | ideal tilt | captured (deployment) | captured (standard) |",
+             "|---|---:|---:|---:|" + "---:|" * len(heads) + "---|---:|---:|"]
     for r in rows:
-        if r.get("analytic"):
-            ex.setdefault(r["method"], []).append(r["bo4"]["win_rate"] - r["analytic"]["bo4_identity"])
-    if ex:
-        lines.append("* KL-adjusted (best-of-4 win rate minus the analytic identity tilt's at the same measured KL, "
-                     "mean over budgets): " + ", ".join(f"{METHODS[m][1]} {sum(v) / len(v):+.3f}"
-                                                        for m, v in ex.items()) + ".")
+        d = r["deploy"]
+        lines.append(f"| {r['label']} | {r['kl_target']:g} | {len(r['seeds'])} | {_pm(r['kl'])} | "
+                     + " | ".join(_pm(r["win_rates"][q]) for q in procs)
+                     + f" | {r['ideal_tilt']} | {_pm(r['captured']['deploy'], 2)} ({_proc_label(d['procedure'], d['n'])})"
+                     f" | {_pm(r['captured']['standard'], 2)} |")
     return lines
 
 
-def write_doc(doc: Path, rows: list[dict], fig_paths: list[Path], info: dict) -> None:
-    budgets = sorted({r["kl_target"] for r in rows})
-    rel_figs = [os.path.relpath(p, doc.parent) for p in fig_paths]
-    keep = ""
+def comparisons_table(comps: list[dict]) -> list[str]:
+    """Markdown table of the paired comparisons."""
+    lines = ["| prompts | KL target | comparison | win rate | A − B [95% CI] | measured KL A / B | KL matched | "
+             "interval excludes 0 |", "|---|---:|---|---|---:|---:|---|---|"]
+    for c in comps:
+        lines.append(f"| {EVAL_SETS[c['prompt_set']][1]} | {c['kl_target']:g} | {METHODS[c['a']].label} − "
+                     f"{METHODS[c['b']].label} | {c['procedure_label']} | {c['difference']:+.3f} "
+                     f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['kl_a']:.3f} / {c['kl_b']:.3f} | "
+                     f"{'yes' if c['kl_matched'] else 'no'} | {'yes' if c['excludes_zero'] else 'no'} |")
+    return lines
+
+
+def per_run_table(points: list[dict], prompt_set: str) -> list[str]:
+    """Every run on one prompt set: KL ± se and each win rate with its bootstrap interval."""
+    procs = [q for q in PROCEDURE_ORDER if q in points[0]["evals"][prompt_set]["win_rates"]]
+    wr0 = points[0]["evals"][prompt_set]["win_rates"]
+    lines = ["| run | measured KL ± se | " + " | ".join(f"{wr0[q]['label']} [95% CI]" for q in procs)
+             + " | captured (deployment) | final β |", "|---|---:|" + "---|" * len(procs) + "---:|---:|"]
+    for p in points:
+        e = p["evals"][prompt_set]
+        cap = e["captured"]["deploy"]
+        beta = f"{p['beta_final']:.3g}" if p.get("beta_final") is not None else "–"
+        lines.append(f"| {p['run']} | {e['kl']:.3f} ± {e['kl_se']:.3f} | "
+                     + " | ".join(_ci(e["win_rates"][q]) for q in procs)
+                     + f" | {'–' if cap is None else f'{cap:.2f}'} | {beta} |")
+    return lines
+
+
+def verdict_lines(vs: list[dict]) -> list[str]:
+    """One bullet per verdict, with the numbers it was decided on."""
+    lines = []
+    for v in vs:
+        where = EVAL_SETS[v["prompt_set"]][1]
+        head = f"* **{v['status'].upper()}** ({where}): {v['claim']}."
+        if "budgets_ok" in v:
+            head += f" Holds at {len(v['budgets_ok'])} of {v['of']} budgets (needed {v['needed']})."
+        lines.append(head + (" " + "; ".join(v["details"]) + "." if v["details"] else ""))
+    return lines
+
+
+def kept_reading(doc: Path) -> str:
+    """The hand-written reading of an existing doc (between the markers), or a placeholder."""
     if doc.exists():
         old = doc.read_text(encoding="utf-8")
         if READING_BEGIN in old and READING_END in old:
             keep = old[old.index(READING_BEGIN) + len(READING_BEGIN):old.index(READING_END)].strip("\n")
-    if not keep:
-        keep = "_(No hand-written reading yet: see the computed checks above.)_"
-    s = info["settings"]
+            if keep:
+                return keep
+    return "_(No hand-written reading yet: see the computed verdicts above.)_"
+
+
+def _rows_end(skip: int, max_rows: int | None) -> str:
+    """End of a row slice as shown in the report ("end" when unbounded)."""
+    return "end" if max_rows is None else str(skip + max_rows)
+
+
+def setup_lines(s: dict, info: dict) -> list[str]:
+    """The "what ran" section, every setting from the run snapshots."""
+    a, sft = s["align"], s["sft"]
+    methods = "; ".join(f"{METHODS[m].label} (`{METHODS[m].config}`: "
+                        + ("objective bond" if v["objective"] == "bond" else f"transform {v['transform.name']}")
+                        + f", initial β {'from the calculus' if v['kl.beta'] is None else v['kl.beta']}"
+                        f", ideal tilt {v['ideal_tilt']}, deployed with "
+                        f"{_proc_label(v['deploy']['procedure'], v['deploy']['n'])})"
+                        for m, v in s["methods"].items())
+    evals = [f"  * {EVAL_SETS[e][1]} (`{EVAL_SETS[e][0]}`): `{v['prompts.path']}` rows {v['prompts.skip_rows']}.."
+             f"{_rows_end(v['prompts.skip_rows'], v['prompts.max_rows'])}, "
+             f"{v['samples_per_prompt']} samples per prompt from each policy, procedures "
+             f"{', '.join(v['procedures'])}, selection/judge reward `{v['selection_reward.kind']}`, eval seed "
+             f"{v['run.seed']} for every method, {v['bootstrap_reps']} bootstrap resamples."
+             for e, v in s["eval"].items()]
+    same_reward = all(v["selection_reward.kind"] == a["reward.kind"] for v in s["eval"].values())
+    return [
+        f"* **Reference**: toy-width Nano (2 layers, width scale 1/16, 512-token BPE trained on the bundled SFT "
+        f"text), SFT for {sft['train.steps']} steps (batch {sft['train.batch_size']}) on `{sft['data.path']}` "
+        "(`sft_nano.yaml`), seed 0. Every method starts from it and is compared against it.",
+        f"* **Alignment** (`mmalign align`, shared `align_base.yaml`): reward `{a['reward.kind']}`, "
+        f"{a['train.steps']} RL steps x {a['rollout.prompts_per_step']} prompts x {a['rollout.n']} samples "
+        f"(≤ {a['rollout.max_new_tokens']} new tokens), {a['train.epochs']} epoch(s) x {a['train.minibatches']} "
+        f"minibatch(es), advantage {a['advantage.estimator']}, KL {a['kl.estimator']} in mode {a['kl.mode']}, "
+        f"{a['kl.controller']} β (horizon {a['kl.horizon']:g}) steering the KL toward the budget, lr "
+        f"{a['train.lr']:g} ({a['train.schedule']}), {a['data.max_rows']} training prompts (`{a['data.path']}` "
+        f"rows {a['data.skip_rows']}..{_rows_end(a['data.skip_rows'], a['data.max_rows'])}). Calibration: K = "
+        f"{a['calibration.num_samples']} reference samples per prompt, drawn once into one store shared by "
+        f"every calibrated method, budget and seed. KL budgets {', '.join(f'{k:g}' for k in info['budgets'])}; "
+        f"seeds {', '.join(str(x) for x in info['seeds'])} (run.seed). Same model, reward, prompts, RL code and "
+        "budget for every method.",
+        f"* **Methods**: {methods}.",
+        "* **Evaluation** (`mmalign evaluate winrate`), every run on two prompt sets:",
+        *evals,
+        "  U-statistic win rates against the reference (ties count half), percentile-bootstrap 95% intervals over "
+        "prompts, KL(π‖π_ref) = mean sequence log-ratio on the policy's samples ± its standard error.",
+        *([] if same_reward else [f"* **Note**: the evaluation reward differs from the training reward "
+                                  f"`{a['reward.kind']}`: win rates are not what the methods optimised."]),
+        "* **Captured fraction** = (W − 0.5) / (W_analytic(KL) − 0.5): W is a run's measured win rate, "
+        "W_analytic the exact win rate (calculus of `mmalign frontier`) of the method's own ideal tilt of the "
+        "reference at the run's *measured* KL. Ideal tilts: identity for CTRL-identity and for raw RLHF (the "
+        "best standard RLHF can reach: raw RLHF's optimum is not a tilt on the calibrated scale, identity is "
+        "the standard-optimal one), exp / neg_exp at the t the run used (best t for its KL target), log for "
+        "BOND (its score (N−1)·log c is the log tilt). Reported for the method's deployment procedure and for "
+        f"standard sampling; none where the measured KL is below {KL_FLOOR:g}.",
+        "* **Paired comparisons**: per prompt, each method's win rate averaged over its seeds, then A − B per "
+        "prompt; percentile-bootstrap 95% interval over prompts. Every method meets the same prompts and the "
+        f"same reference draws (same eval seed). KL is matched when |KL_A / KL_B − 1| ≤ {KL_MATCH:g}.",
+    ]
+
+
+def write_doc(doc: Path, points: list[dict], aggs: list[dict], comps: list[dict], vs: list[dict],
+              figs: list[Path], info: dict) -> None:
+    """The generated page; only the reading between the markers is kept from an old one."""
+    rel_figs = [os.path.relpath(p, doc.parent) for p in figs]
+    rel_json = os.path.relpath(info["results_json"], doc.parent)
+    plot_note = ("seed means, error bars ± one standard deviation over seeds" if len(info["seeds"]) > 1
+                 else "one seed: error bars are the run's 95% interval and KL standard error")
     lines = [
         "# InfAlign on the bundled text task: CTRL vs baselines at matched KL",
         "",
-        f"Generated by `{info['command']}` on {info['date']} ({info['machine']}); "
-        f"compute {info['compute_min']:.1f} min (SFT + every align and evaluation run, summed from their run "
-        f"logs; this invocation {info['wall_min']:.1f} min){' (QUICK smoke run: not a result)' if info['quick'] else ''}.",
+        f"Generated by `{info['command']}` on {info['date']} ({info['machine']}). The study took "
+        f"{info['compute_min']:.1f} compute minutes (the SFT, {info['runs']} align runs and {2 * info['runs']} "
+        f"evaluations, summed from their run logs); this invocation took {info['wall_min']:.1f} wall minutes."
+        + (" **QUICK smoke run: tiny settings, not a result.**" if info["quick"] else ""),
+        f"Every number is in [`{rel_json}`]({rel_json}).",
         "",
-        "What ran (all configs in `configs/reproduce/`):",
+        "## What ran",
         "",
-        f"* **Reference**: toy-width Nano (2 layers, width scale 1/16, 512-token BPE trained on the bundled SFT "
-        f"text), SFT for {s['sft_steps']} steps on `bundled:text/sft_train` (`sft_nano.yaml`), seed 0.",
-        f"* **Alignment** (`mmalign align`, shared `align_base.yaml`): {s['align_steps']} RL steps x "
-        f"{s['prompts_per_step']} prompts x {s['rollout_n']} samples, RLOO, k1 KL in the reward, adaptive β "
-        f"(horizon {s['horizon']:g}) steering the per-sequence KL toward the target, lr {s['lr']:g}, "
-        f"{s['train_prompts']} training prompts, calibration with K = {s['K']} reference samples per prompt "
-        f"(one store per method, reused across its budgets; the reference samples are seeded by prompt, so every method calibrates against the same ones). Methods: CTRL-exp (`transform.name: auto`, best-of-4: exp(t·c) "
-        f"with t and the initial β from the frontier calculus), CTRL-identity (calibrated, initial β from the "
-        f"calculus), raw RLHF (raw gold reward, initial β = {s['raw_beta']:g}), BOND (best-of-4 distillation, "
-        f"Jeffreys divergence, initial β = {s['bond_beta']:g}).",
-        f"* **Evaluation** (`mmalign evaluate winrate`, `winrate.yaml`): {s['eval_prompts']} held-out prompts "
-        f"(`bundled:text/prompts_eval`), {s['samples']} samples per prompt from each policy, gold reward as "
-        "selection and judge, U-statistic win rates (ties half), percentile-bootstrap 95% intervals over prompts, "
-        "KL(π‖π_ref) = mean sequence log-ratio on the policy's samples ± its standard error over prompts. "
-        "Same prompts and seed for every method.",
+        *setup_lines(info["settings"], info),
         "",
-        "## Results",
+        "## Computed verdicts",
         "",
-        "| method | KL target | measured KL ± se | standard win rate [95% CI] | best-of-4 win rate [95% CI] "
-        "| analytic bo4 at this KL: identity / exp / optimal | final β |",
-        "|---|---:|---:|---|---|---|---:|",
+        *verdict_lines(vs),
+        "",
     ]
-    for r in sorted(rows, key=lambda r: (list(METHODS).index(r["method"]), r["kl_target"])):
-        a = r.get("analytic")
-        an = (f"{a['bo4_identity']:.3f} / {a['bo4_exp']:.3f} / {a['bo4_optimal']:.3f}" if a else "–")
-        beta = f"{r['beta_final']:.3g}" if r.get("beta_final") is not None else "–"
-        lines.append(f"| {r['label']} | {r['kl_target']:g} | {r['kl']:.3f} ± {r['kl_se']:.3f} | {_ci(r['standard'])} "
-                     f"| {_ci(r['bo4'])} | {an} | {beta} |")
+    for s in EVAL_SETS:
+        lines += [f"## Results on the {EVAL_SETS[s][1]} (means over seeds ± sd)", "", *results_table(aggs, s), ""]
+        if s == "train":
+            lines += [f"Plots ({plot_note}), over the analytic curves of ideal tilts of the reference at each KL "
+                      "(exp / neg_exp at their best t per KL, optimal = the best any policy can do):", "",
+                      *[f"![{Path(p).stem}]({p})" for p in rel_figs], ""]
+    lines += ["## Paired comparisons", "", *comparisons_table(comps), ""]
+    for s in EVAL_SETS:
+        lines += [f"<details><summary>Every run on the {EVAL_SETS[s][1]}</summary>", "", *per_run_table(points, s),
+                  "", "</details>", ""]
     lines += [
-        "",
-        f"**Ceiling.** The gold reward is discrete (a correct answer always gets the category's maximum, and many "
-        f"wrong answers share a score), so outputs tie often and ties count half. That caps what any policy can reach: a policy that always gives the gold answer would win "
-        f"{info['ceiling']['standard']:.3f} (standard) and {info['ceiling']['bo4']:.3f} (best-of-4) against this "
-        f"reference (estimated from {info['ceiling']['samples']} fresh reference samples on each of the "
-        f"{info['ceiling']['prompts']} evaluation prompts). The analytic curves assume a continuous reward (no ties) "
-        "and so can exceed it; the flat line in the plots marks it.",
-        "",
-        "Win rates are against the SFT reference (0.5 = no better). The analytic columns are what the exact "
-        "calculus (`mmalign frontier`) gives for an ideal tilt of the reference at the *measured* KL: identity is "
-        "standard RLHF's optimum, exp is CTRL-exp at its best t, optimal is the best any policy can do.",
-        "",
-        *[f"![{Path(p).stem}]({p})" for p in rel_figs],
-        "",
-        "## Computed checks",
-        "",
-        *verdicts(rows, budgets),
-        "",
-        "## Reading",
-        "",
-        READING_BEGIN,
-        keep,
-        READING_END,
-        "",
-        "## Regenerate",
-        "",
-        "```",
-        info["command"],
-        "```",
-        "",
-        "Runs and per-run reports land in the --out directory (default `runs/reproduce/`): `runs/<method>-kl<target>/` "
-        "(config snapshot, metrics.jsonl, final policy) and `eval/<method>-kl<target>/` (results.json, report.md, "
-        "plots). Rerunning reuses finished runs in the same --out; add `--fresh` to start over.",
-        "",
+        "## Reading", "", READING_BEGIN, kept_reading(doc), READING_END, "",
+        "## Regenerate", "", "```", info["command"], "```", "",
+        "Runs and per-run reports land in the --out directory (default `runs/reproduce/`): "
+        "`runs/<method>-kl<target>-s<seed>/` (config snapshot, metrics.jsonl, final policy) and "
+        "`eval/{train,heldout}/<method>-kl<target>-s<seed>/` (results.json, report.md, plots). Rerunning reuses "
+        "finished runs whose config is unchanged; add `--fresh` to start over.", "",
     ]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines), encoding="utf-8")
 
 
+def dump_json(obj: Any) -> str:
+    """Indented JSON with lists of numbers kept on one line (per-prompt arrays stay readable)."""
+    text = json.dumps(obj, indent=2)
+    return re.sub(r"\[\s+([-0-9.eE,\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text) + "\n"
+
+
+def _public(aggs: list[dict]) -> list[dict]:
+    """Aggregates without the private helper keys."""
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in aggs]
+
+
+def _strip_per_prompt(points: list[dict]) -> list[dict]:
+    """Per-seed points without per-prompt arrays (those stay in each run's results.json)."""
+    out = []
+    for p in points:
+        q = dict(p, evals={s: {k: v for k, v in e.items() if k != "per_prompt"} for s, e in p["evals"].items()})
+        out.append(q)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line: --quick, --out, --doc, --budgets, --seeds, --methods, --fresh."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny smoke version: 1 KL budget, a few steps (~3 min)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke version: 1 KL budget, 1 seed, a few steps")
     ap.add_argument("--out", default=None, help="study directory (default runs/reproduce, or runs/reproduce-quick)")
     ap.add_argument("--doc", default=None, help="report path (default docs/results/infalign_bundled.md; "
                                                  "with --quick: <out>/infalign_bundled.md)")
     ap.add_argument("--budgets", default=None, help="comma-separated KL targets (default 0.25,0.5,1.0; quick 0.5)")
+    ap.add_argument("--seeds", default=None, help="comma-separated run.seed values (default 0,1,2; quick 0)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     ap.add_argument("--fresh", action="store_true", help="delete the --out directory first")
     args = ap.parse_args(argv)
+    args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.method_list if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    args.budget_list = ([float(x) for x in args.budgets.split(",")] if args.budgets
+                        else list(QUICK_BUDGETS if args.quick else FULL_BUDGETS))
+    args.seed_list = ([int(x) for x in args.seeds.split(",")] if args.seeds
+                      else list(QUICK_SEEDS if args.quick else FULL_SEEDS))
+    return args
 
+
+def command_line(args: argparse.Namespace) -> str:
+    """The regenerate command (without machine paths)."""
+    cmd = "python scripts/reproduce_infalign.py" + (" --quick" if args.quick else "")
+    for flag in ("budgets", "seeds"):
+        if getattr(args, flag):
+            cmd += f" --{flag} {getattr(args, flag)}"
+    if args.methods != ",".join(METHODS):
+        cmd += f" --methods {args.methods}"
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + cmd
+
+
+def prepare_out(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The study directory (checked against the mode it holds) and the doc path, both absolute."""
     out = Path(args.out or ("runs/reproduce-quick" if args.quick else "runs/reproduce")).expanduser()
     out = out if out.is_absolute() else (Path.cwd() / out)
     doc = Path(args.doc).expanduser() if args.doc else (out / "infalign_bundled.md" if args.quick
                                                         else REPO / "docs/results/infalign_bundled.md")
     doc = doc if doc.is_absolute() else (Path.cwd() / doc)
-    budgets = ([float(x) for x in args.budgets.split(",")] if args.budgets
-               else list(QUICK_BUDGETS if args.quick else FULL_BUDGETS))
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        ap.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-
-    os.chdir(REPO)
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "study.json"
-    mode = {"quick": args.quick}
     if manifest.exists() and json.loads(manifest.read_text()).get("quick") != args.quick:
         sys.exit(f"{out} holds a {'quick' if not args.quick else 'full'} study; use another --out or --fresh")
-    manifest.write_text(json.dumps(mode) + "\n")
+    manifest.write_text(json.dumps({"quick": args.quick}) + "\n")
+    return out, doc
 
-    started = time.time()
+
+def run_study(out: Path, args: argparse.Namespace) -> list[dict]:
+    """Reference, then every (seed, budget, method): align, evaluate on both prompt sets, collect."""
     reference = build_reference(out, args.quick)
-    rows, timings = [], {}
-    for kl in budgets:
-        for method in methods:
-            policy = align_one(out, reference, method, kl, args.quick)
-            res = evaluate_one(out, reference, policy, method, kl, args.quick)
-            timings[run_name(method, kl)] = round(run_seconds(out / "runs" / run_name(method, kl))
-                                                  + run_seconds(out / "eval" / run_name(method, kl)), 1)
-            rows.append(collect(out, method, kl, res))
-            r = rows[-1]
-            print(f"  {r['label']:>16} KL target {kl:g}: KL {r['kl']:.3f} ± {r['kl_se']:.3f}  "
-                  f"standard {_ci(r['standard'])}  best-of-4 {_ci(r['bo4'])}", flush=True)
-    analytic(rows)
+    points = []
+    for seed in args.seed_list:
+        for kl in args.budget_list:
+            for method in args.method_list:
+                run_dir = align_one(out, reference, method, kl, seed, args.quick)
+                for s in EVAL_SETS:
+                    evaluate_one(out, reference, run_dir, method, s, args.quick)
+                p = run_point(out, method, kl, seed)
+                points.append(p)
+                e = p["evals"]["train"]
+                print(f"  {p['label']:>18} KL target {kl:g} seed {seed}: KL {e['kl']:.3f} ± {e['kl_se']:.3f}  "
+                      + "  ".join(f"{w['label']} {_ci(w)}" for w in e["win_rates"].values()), flush=True)
+    return points
+
+
+def summarise(points: list[dict], budgets: list[float], reps: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """Aggregates over seeds, paired comparisons and verdicts."""
+    aggs = [r for s in EVAL_SETS for r in aggregate(points, s)]
+    comps = all_comparisons(aggs, budgets, reps)
+    n_of = {(r["prompt_set"], q): v for r in aggs for q, v in r["procedure_n"].items()}
+    for c in comps:
+        c["procedure_label"] = _proc_label(c["procedure"], n_of[(c["prompt_set"], c["procedure"])])
+    return aggs, comps, verdicts(aggs, comps, budgets)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.chdir(REPO)
+    out, doc = prepare_out(args)
+    check_eval_configs()
+    started = time.time()
+    points = run_study(out, args)
+    reps = int(snapshot(out / "eval" / "train" / points[0]["run"])["bootstrap_reps"])
+    aggs, comps, vs = summarise(points, args.budget_list, reps)
     fig_dir = doc.parent / doc.stem
-    ceiling = tie_ceiling(out, reference, args.quick)
-    figs = plots(rows, fig_dir, args.quick, ceiling)
-
-    import yaml
-
-    base = yaml.safe_load((CONFIGS / "align_base.yaml").read_text())
-    sft = yaml.safe_load((CONFIGS / "sft_nano.yaml").read_text())
-    ev = yaml.safe_load((CONFIGS / "winrate.yaml").read_text())
-
-    def quick_val(over: list[str], key: str, default):
-        for o in over:
-            k, _, v = o.partition("=")
-            if k == key:
-                return yaml.safe_load(v)
-        return default
-
-    q = args.quick
-    settings = {
-        "sft_steps": quick_val(QUICK_SFT if q else [], "train.steps", sft["train"]["steps"]),
-        "align_steps": quick_val(QUICK_ALIGN if q else [], "train.steps", base["train"]["steps"]),
-        "prompts_per_step": quick_val(QUICK_ALIGN if q else [], "rollout.prompts_per_step",
-                                      base["rollout"]["prompts_per_step"]),
-        "rollout_n": base["rollout"]["n"], "horizon": base["kl"]["horizon"], "lr": base["train"]["lr"],
-        "train_prompts": quick_val(QUICK_ALIGN if q else [], "data.max_rows", base["data"]["max_rows"]),
-        "K": quick_val(QUICK_ALIGN if q else [], "calibration.num_samples", base["calibration"]["num_samples"]),
-        "raw_beta": yaml.safe_load((CONFIGS / "raw.yaml").read_text())["kl"]["beta"],
-        "bond_beta": yaml.safe_load((CONFIGS / "bond.yaml").read_text())["kl"]["beta"],
-        "eval_prompts": quick_val(QUICK_EVAL if q else [], "prompts.max_rows", ev["prompts"]["max_rows"]),
-        "samples": quick_val(QUICK_EVAL if q else [], "samples_per_prompt", ev["samples_per_prompt"]),
-    }
-    cmd = "python scripts/reproduce_infalign.py" + (" --quick" if q else "")
-    if args.budgets:
-        cmd += f" --budgets {args.budgets}"
-    if args.methods != ",".join(METHODS):
-        cmd += f" --methods {args.methods}"
-    threads = os.environ.get("OMP_NUM_THREADS")
+    figs = plots(aggs, fig_dir, args.quick)
+    timings = {p["run"]: p["timings_s"] for p in points}
+    compute_s = run_seconds(out / "runs/sft-nano") + sum(sum(t.values()) for t in timings.values())
     info = {
-        "command": (f"OMP_NUM_THREADS={threads} " if threads else "") + cmd,
-        "date": _dt.date.today().isoformat(),
-        "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
-        "wall_min": (time.time() - started) / 60,
-        "compute_min": (run_seconds(out / "runs/sft-nano") + sum(timings.values())) / 60, "quick": q, "settings": settings, "ceiling": ceiling,
+        "command": command_line(args), "date": _dt.date.today().isoformat(),
+        "machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "quick": args.quick,
+        "wall_min": (time.time() - started) / 60, "compute_min": compute_s / 60, "runs": len(points),
+        "budgets": args.budget_list, "seeds": args.seed_list, "methods": args.method_list,
+        "settings": settings(out, points), "results_json": fig_dir / "results.json",
     }
-    write_doc(doc, rows, figs, info)
-    (out / "summary.json").write_text(json.dumps({"rows": rows, "timings_s": timings, "info": info}, indent=2) + "\n")
-    print(f"\nStudy finished in {info['wall_min']:.1f} min. Report: {_rel(doc)}")
+    results = {
+        "info": {k: v for k, v in info.items() if k != "results_json"},
+        "timings_s": {"sft": round(run_seconds(out / "runs/sft-nano"), 1), "runs": timings,
+                      "compute_total": round(compute_s, 1), "wall_invocation": round(info["wall_min"] * 60, 1)},
+        "points": _strip_per_prompt(points), "aggregates": _public(aggs), "comparisons": comps, "verdicts": vs,
+    }
+    (fig_dir / "results.json").write_text(dump_json(results), encoding="utf-8")
+    write_doc(doc, points, aggs, comps, vs, figs, info)
+    print(f"\nStudy finished in {info['wall_min']:.1f} min ({info['compute_min']:.1f} compute min). Report: {_rel(doc)}")
+    for v in vs:
+        print(f"  {v['status']:>14}: {v['claim']} ({EVAL_SETS[v['prompt_set']][1]})")
     return 0
 
 

@@ -34,8 +34,10 @@ class RunLockedError(UserError):
 
 
 class DivergenceError(UserError):
-    """Training produced a non-finite ``quantity`` (loss, gradient norm, weights) at ``step``."""
+    """Training produced a non-finite ``quantity`` (loss, gradient norm, weights) at ``step``;
+    ``value`` is None where only its non-finiteness is known."""
 
-    def __init__(self, recipe: str, step: int, quantity: str, value: float, hint: str) -> None:
+    def __init__(self, recipe: str, step: int, quantity: str, value: float | None, hint: str) -> None:
         self.recipe, self.step, self.quantity, self.value = recipe, step, quantity, value
-        super().__init__(f"{recipe}: training diverged at step {step}: {quantity} is {value}; {hint}")
+        shown = f"is {value}" if value is not None else "is not finite"
+        super().__init__(f"{recipe}: training diverged at step {step}: {quantity} {shown}; {hint}")

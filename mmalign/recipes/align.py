@@ -32,12 +32,13 @@ import torch
 
 from mmalign.config import to_yaml
 from mmalign.config.schemas.align import AlignConfig
-from mmalign.errors import ConfigError, DataError, UserError
+from mmalign.errors import ConfigError, DataError, DivergenceError, UserError
 from mmalign.models.policy import Prompt
 from mmalign.rl import checkpoint as ckpt
 from mmalign.rl.kl import kl_per_token, make_kl_controller
 from mmalign.rl.step import Rollout, UpdateSettings, advantages_for, logprobs, update, values_of
 from mmalign.utils.device import resolve_device
+from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -331,6 +332,7 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
     local = ro.prompts_per_step // world
     K = cfg.calibration.num_samples
     last: dict[str, Any] = {}
+    hint = lr_hint("train.lr", tr.lr)
 
     # 2. the RL loop
     bar = progress(total=tr.steps, initial=start, desc=cfg.run.name) if main else _NullBar()
@@ -395,11 +397,14 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
             stats = update(policy, rollout, settings, beta=beta, optimizer=optimizer, params=all_params,
                            accelerator=accelerator, sync_modules=(train_model,) + ((value_model,) if value_model else ()),
                            value_model=value_model, sft=sft, generator=gen)
-        except FloatingPointError as exc:
-            raise UserError(f"{where}: {exc}; lower train.lr or raise train.max_grad_norm") from None
+        except FloatingPointError:  # raised before the optimizer step that would apply it
+            raise DivergenceError("align", step, "gradient norm", None, hint) from None
         finally:
             policy.model = original
         scheduler.step()
+        # before sampling from, or checkpointing, these weights (the final save included)
+        check_finite("align", step, hint, loss=stats.get("pg_loss", 0.0))
+        check_finite_weights("align", step, hint, all_params)
         timers["update"] += time.perf_counter() - t
 
         # metrics: averaged over processes; KL per sequence drives the controller

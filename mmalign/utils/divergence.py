@@ -30,8 +30,10 @@ def check_finite(recipe: str, step: int, hint: str, **values: float | torch.Tens
 
 
 def check_finite_weights(recipe: str, step: int, hint: str, params: Iterable[torch.Tensor]) -> None:
-    """Raise if any parameter holds a NaN or infinite value."""
+    """Raise if any parameter holds a NaN or infinite value (one device sync per device)."""
     with torch.no_grad():
+        flags: dict[torch.device, list[torch.Tensor]] = {}
         for p in params:
-            if not bool(torch.isfinite(p).all()):
-                raise DivergenceError(recipe, step, "a weight", float("nan"), hint)
+            flags.setdefault(p.device, []).append(torch.isfinite(p).all())
+        if not all(bool(torch.stack(f).all()) for f in flags.values()):
+            raise DivergenceError(recipe, step, "a weight", None, hint)

@@ -111,6 +111,22 @@ def test_nan_reward_stops_with_one_line_and_keeps_checkpoint(tmp_path, tiny_llam
     assert not (run / "DONE").exists()
 
 
+def test_divergence_stops_with_one_line_and_keeps_a_finite_checkpoint(tmp_path, tiny_llama_dir, run_cli):
+    code, _, err = run_cli("align", str(_config(tmp_path, tiny_llama_dir, "diverged")), "train.lr=1e9",
+                             "checkpoint.every=1", "-q")
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "align: training diverged at step " in lines[0], err
+    assert "lower train.lr (now 1e+09)" in lines[0] and "Traceback" not in err
+    failed_at = int(lines[0].split("at step ")[1].split(":")[0])
+    run = tmp_path / "runs" / "diverged"
+    assert not (run / "DONE").exists() and not (run / "final").exists()
+    found = ckpt.latest_valid(run / "checkpoints")
+    assert found is not None and found.step == failed_at - 1 and ckpt.verify(found.path) is None
+    assert all(bool(torch.isfinite(t).all()) for t in found.tensors().values())
+    assert max(r["step"] for r in _metrics(tmp_path, "diverged")) == failed_at - 1
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

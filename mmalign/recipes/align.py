@@ -99,6 +99,10 @@ def choose_transform(cfg: AlignConfig):
 
     tr, beta = cfg.transform, cfg.kl.beta
     if cfg.objective == "bond":
+        if beta is None:  # BOND's score (N-1) log c at beta is the log tilt at beta / (N-1)
+            from mmalign.align.analytic import beta_for_kl
+
+            beta = (tr.n - 1) * beta_for_kl(get_transform("log"), cfg.kl.target)
         return None, beta
     if tr.name == "raw":
         return None, beta

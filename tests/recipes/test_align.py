@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -152,3 +153,19 @@ def test_two_processes_keep_parameters_in_sync(tmp_path, tiny_llama_dir):
         assert a == b, r
     first, last = rows[0]["param_checksums"][0], rows[-1]["param_checksums"][0]
     assert first != last
+
+
+def test_bond_without_beta_starts_at_the_tilt_whose_kl_is_the_target():
+    """kl.beta: null for BOND: (N-1)·log c at beta is the log tilt at beta/(N-1), so the recipe
+    solves the log tilt's beta for kl.target and scales it by N-1."""
+    from mmalign.align import beta_for_kl, get_transform, kl_divergence
+    from mmalign.config import load_config
+    from mmalign.config.schemas.align import AlignConfig
+    from mmalign.recipes.align import choose_transform
+
+    repo = Path(__file__).resolve().parents[2]
+    for target in (0.25, 1.0):
+        cfg = load_config(repo / "configs/reproduce/bond.yaml", AlignConfig, [f"kl.target={target}"])
+        phi, beta = choose_transform(cfg)
+        assert phi is None and beta == pytest.approx(3 * beta_for_kl(get_transform("log"), target))
+        assert kl_divergence(get_transform("log"), beta / 3) == pytest.approx(target, rel=1e-3)

@@ -37,7 +37,8 @@ def _run(args: argparse.Namespace) -> int:
             f"({report['size_ratio_vs_fp32']:.1%} of fp32) -> {args.out}")
     parity = report.get("parity")
     if parity:
-        line += (f"; logit rel err max {parity['logit_rel_err_max']:.2e}, greedy agreement "
+        line += (f"; mean KL {parity['mean_kl']:.2e}, teacher-forced top-1 {parity['teacher_forced_agreement']:.1%}"
+                 f", logit rel err max {parity['logit_rel_err_max']:.2e}, greedy agreement "
                  f"{parity['greedy_agreement']:.1%}, {parity['tokens_per_s']:.1f} tok/s "
                  f"(pytorch {parity['reference_tokens_per_s']:.1f})")
     print(line)

@@ -28,13 +28,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     if parity:
         lines += ["| metric | value |", "|---|---|"]
         for key in ("prompts", "new_tokens", "logit_rel_err_max", "logit_rel_err_mean", "greedy_agreement",
-                    "strict_agreement", "teacher_forced_agreement", "tokens_per_s", "reference_tokens_per_s", "runtime",
+                    "strict_agreement", "teacher_forced_agreement", "mean_kl", "tokens_per_s", "reference_tokens_per_s", "runtime",
                     "reference_runtime"):
-            lines.append(f"| {key} | {_fmt(parity[key])} |")
+            if key in parity:
+                lines.append(f"| {key} | {_fmt(parity[key])} |")
         lines += ["", "Relative logit error = max|Δlogits| / max|logits_ref| per prompt (teacher-forced on "
                   "prompt + reference greedy continuation); greedy agreement = share of positions where the "
                   "greedy outputs (stopping at EOS) equal PyTorch's; strict agreement = the same over all P×T "
-                  "free-running positions, past EOS too."]
+                  "free-running positions, past EOS too; mean KL = mean KL(p_ref ‖ p_exported) of the next-token "
+                  "distributions over the teacher-forced continuation (nats)."]
     else:
         lines.append("Verification skipped.")
     return "\n".join(lines) + "\n"

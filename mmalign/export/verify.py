@@ -12,6 +12,10 @@ On each held-out prompt the reference (PyTorch fp32) greedily generates ``T`` to
   EOS, so tokens a model would never emit after its stop token are compared too (after a
   divergence later tokens usually differ). **Teacher-forced agreement** compares argmaxes on the
   reference sequence.
+- **mean KL** = mean over the reference continuation's positions (teacher-forced) of
+  KL(p_ref ‖ p_exported) between the two next-token distributions, in nats, as llama.cpp's
+  ``perplexity --kl-divergence`` reports it: a harmless near-tie flip shows as a small KL, a broken
+  file as a large one.
 - **tokens/s** = ``P × T`` / wall time of the greedy generations (KV cache, batch 1, prefill
   included), for the exported runtime and for the PyTorch reference.
 """
@@ -103,6 +107,7 @@ class Parity:
     reference_tokens_per_s: float
     runtime: str
     reference_runtime: str
+    mean_kl: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,10 +158,21 @@ def output_agreement(ref_out: Sequence[int], exp_out: Sequence[int]) -> tuple[in
     return same, length
 
 
+def next_token_kl(ref_logits: np.ndarray, exp_logits: np.ndarray) -> np.ndarray:
+    """KL(softmax(ref) ‖ softmax(exp)) per row of two ``[S, V]`` logit arrays, in nats."""
+    def log_softmax(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        x = x - x.max(axis=-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+    lp, lq = log_softmax(ref_logits), log_softmax(exp_logits)
+    return np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
+
+
 def compare(ref: Reference, exported: Runner, eos_ids: Sequence[int] = ()) -> Parity:
     """Parity of ``exported`` against a computed :class:`Reference` (see the module docstring)."""
     exp_out, exp_tps = _timed_greedy(exported, ref.prompt_ids, ref.new_tokens)
-    rel, strict, tf_agree = [], [], []
+    rel, strict, tf_agree, kls = [], [], [], []
     same_total, positions = 0, 0
     for prompt, ref_cont, ref_logits, exp_cont in zip(ref.prompt_ids, ref.continuations, ref.logits, exp_out):
         exp_logits = exported.logits(prompt + ref_cont)
@@ -164,11 +180,13 @@ def compare(ref: Reference, exported: Runner, eos_ids: Sequence[int] = ()) -> Pa
         strict.extend(int(a == b) for a, b in zip(ref_cont, exp_cont))
         same, length = output_agreement(until_eos(ref_cont, eos_ids), until_eos(exp_cont, eos_ids))
         same_total, positions = same_total + same, positions + length
-        predicted = exp_logits[len(prompt) - 1: -1].argmax(axis=-1)
+        positions_next = slice(len(prompt) - 1, len(prompt) - 1 + len(ref_cont))
+        predicted = exp_logits[positions_next].argmax(axis=-1)
         tf_agree.extend((predicted == np.asarray(ref_cont)).astype(int).tolist())
+        kls.extend(next_token_kl(ref_logits[positions_next], exp_logits[positions_next]).tolist())
     return Parity(len(ref.prompt_ids), ref.new_tokens, max(rel), float(np.mean(rel)),
                   same_total / max(positions, 1), float(np.mean(strict)), float(np.mean(tf_agree)), exp_tps,
-                  ref.tokens_per_s, exported.name, ref.name)
+                  ref.tokens_per_s, exported.name, ref.name, float(np.mean(kls)) if kls else float("nan"))
 
 
 def measure_parity(reference: Runner, exported: Runner, prompt_ids: list[list[int]], new_tokens: int,

@@ -190,3 +190,17 @@ def test_save_load_4bit(tiny_llama_dir, tmp_path):
 def test_missing_checkpoint_dir(tmp_path):
     with pytest.raises(UserError, match="checkpoint directory not found"):
         load_policy(str(tmp_path / "nope" / "final"))
+
+
+def test_lora_load_prints_no_future_warning(tiny_llama_dir):
+    import importlib
+    import warnings
+
+    import mmalign
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # show everything ...
+        importlib.reload(mmalign)  # ... except what the package itself filters
+        load_policy(tiny_llama_dir, device="cpu", dtype="float32", lora={"enabled": True, "r": 4})
+    future = [w for w in caught if issubclass(w.category, FutureWarning)]
+    assert not future, [str(w.message) for w in future]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,11 +18,14 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_recipe_config(args.config, args.overrides, expect="align")
     res = run_align(cfg, overwrite=args.overwrite, resume=args.resume)
-    m = res["metrics"]
-    if m:
+    if res["metrics"]:
         print(f"{cfg.run.name}: {res['steps']} steps ({res['transform']}, beta={res['beta']:.4g})"
               + (f", resumed after step {res['resumed_from']}" if res["resumed_from"] else ""))
-        print("  " + "  ".join(f"{k}={m[k]:.4g}" for k in ("reward_raw", "reward_calibrated", "kl")
-                               if isinstance(m.get(k), float)))
+        print("  first -> last tenth of the steps (mean ± s.e.):")
+        for key, value in res["tenths"].items():
+            first, first_se, last, last_se = value
+            print(f"    {key:>18}: {first:.4g} ± {first_se:.2g} -> {last:.4g} ± {last_se:.2g}")
     print(f"  run: {res['run_dir']}")
+    if res["metrics"]:
+        print(f"  plots: {Path(res['run_dir']) / 'plots' / 'training.png'}")
     return 0

@@ -80,3 +80,38 @@ def plot_reward_distributions(path: str | Path, policy_rewards: np.ndarray, refe
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_training_curves(path: str | Path, rows: Sequence[dict], keys: Sequence[str], title: str = "") -> Path:
+    """One panel per metric in ``keys`` (those present in ``rows``) against ``step``."""
+    keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in rows)]
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(keys), 1, figsize=(6.4, 1.9 * len(keys) + 0.6), sharex=True, squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2)
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def tenths(rows: Sequence[dict], key: str) -> tuple[float, float, float, float] | None:
+    """Mean and standard error of ``key`` over the first and the last tenth of ``rows``
+    (at least one row each): ``(first, first_se, last, last_se)``."""
+    values = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    if len(values) < 2:
+        return None
+    k = max(1, len(values) // 10)
+
+    def mean_se(xs: list[float]) -> tuple[float, float]:
+        a = np.asarray(xs)
+        return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
+
+    return (*mean_se(values[:k]), *mean_se(values[-k:]))

@@ -32,7 +32,7 @@ import torch
 
 from mmalign.config import to_yaml
 from mmalign.config.schemas.align import AlignConfig
-from mmalign.errors import ConfigError, DataError, DivergenceError, UserError
+from mmalign.errors import ConfigError, DataError, DivergenceError, RewardError, UserError
 from mmalign.models.policy import Prompt
 from mmalign.rl import checkpoint as ckpt
 from mmalign.rl.kl import kl_per_token, make_kl_controller
@@ -130,12 +130,12 @@ def score_rewards(reward, prompts: list[str | Prompt], responses: list[str], whe
     try:
         r = reward([_prompt_text(p) for p in prompts], responses,
                    [p.media if isinstance(p, Prompt) else [] for p in prompts] if media else None)
+    except RewardError as exc:  # names the row it failed on, or none: then the batch's first prompt
+        i = exc.index if exc.index is not None and exc.index < len(prompts) else 0
+        which = "prompt" if exc.index is not None else "the batch starts with prompt"
+        raise DataError(f"{where}: {exc}; {which} {_short(prompts[i])}") from exc
     except DataError as exc:
-        import re
-
-        m = re.search(r"prompt index (\d+)", str(exc))
-        named = f" (prompt {_short(prompts[int(m.group(1))])})" if m and int(m.group(1)) < len(prompts) else ""
-        raise DataError(f"{where}: {exc}{named}") from None
+        raise DataError(f"{where}: {exc}") from None
     r = torch.as_tensor(r, dtype=torch.float32).reshape(-1).cpu()
     bad = (~torch.isfinite(r)).nonzero().flatten()
     if bad.numel():
@@ -198,6 +198,17 @@ class _NullBar:
     def set_postfix(self, **_: Any) -> None: ...
 
     def close(self) -> None: ...
+
+
+PLOTTED = ("reward_raw", "reward_calibrated", "reward_transformed", "kl", "beta")
+
+
+def _plot_run(run: RunDir) -> None:
+    """``plots/training.png``: reward, KL and beta over the steps."""
+    from mmalign.evaluation.plots import plot_training_curves
+
+    (run.path / "plots").mkdir(exist_ok=True)
+    plot_training_curves(run.path / "plots" / "training.png", run.read_metrics(), PLOTTED, title=run.path.name)
 
 
 def _seed(*parts: Any) -> int:
@@ -446,8 +457,13 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
 
     if main:
         policy.save(run_path / "final")
+        _plot_run(run)
         run.finish()
     accelerator.wait_for_everyone()
-    return {"run_dir": str(run_path), "steps": tr.steps, "resumed_from": start, "metrics": last,
+    from mmalign.evaluation.plots import tenths
+
+    rows = run.read_metrics() if run is not None else []
+    summary = {k: v for k in ("reward_raw", "reward_calibrated", "kl") if (v := tenths(rows, k)) is not None}
+    return {"run_dir": str(run_path), "steps": tr.steps, "resumed_from": start, "metrics": last, "tenths": summary,
             "transform": phi.describe() if phi is not None else ("bond" if cfg.objective == "bond" else "raw"),
             "beta": kl_ctl.value}

@@ -169,3 +169,17 @@ def test_bond_without_beta_starts_at_the_tilt_whose_kl_is_the_target():
         phi, beta = choose_transform(cfg)
         assert phi is None and beta == pytest.approx(3 * beta_for_kl(get_transform("log"), target))
         assert kl_divergence(get_transform("log"), beta / 3) == pytest.approx(target, rel=1e-3)
+
+
+def test_align_plots_its_curves_and_summarises_first_and_last_tenth(tmp_path, tiny_llama_dir, run_cli):
+    cfg = _config(tmp_path, tiny_llama_dir, "curves")
+    code, out, err = run_cli("align", str(cfg), "train.steps=20", "-q")
+    assert code == 0, err
+    png = tmp_path / "runs" / "curves" / "plots" / "training.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    kl = [r["kl"] for r in _metrics(tmp_path, "curves")]
+    assert len(kl) == 20
+    first, last = sum(kl[:2]) / 2, sum(kl[-2:]) / 2  # a tenth of 20 steps is 2
+    line = next(x for x in out.splitlines() if x.strip().startswith("kl:"))
+    assert line.split(":", 1)[1].split()[0] == f"{first:.4g}" and f"-> {last:.4g} ±" in line, out
+    assert "first -> last tenth" in out and str(png) in out

@@ -41,3 +41,22 @@ class DivergenceError(UserError):
         self.recipe, self.step, self.quantity, self.value = recipe, step, quantity, value
         shown = f"is {value}" if value is not None else "is not finite"
         super().__init__(f"{recipe}: training diverged at step {step}: {quantity} {shown}; {hint}")
+
+
+class FileError(UserError):
+    """A file or folder a run reads or writes is unusable: ``path`` names it, ``key`` the config key
+    (or flag) that pointed at it, ``problem`` what is wrong with it."""
+
+    def __init__(self, path: str, problem: str, key: str | None = None) -> None:
+        self.path, self.problem, self.key = str(path), problem, key
+        super().__init__(f"{key + ': ' if key else ''}{path}: {problem}")
+
+
+class RewardError(DataError):
+    """A reward raised or returned an unusable score. ``reward`` names it; ``index`` is the row of
+    the batch it failed on (None when only the whole batch is known to have failed)."""
+
+    def __init__(self, reward: str, problem: str, index: int | None = None) -> None:
+        self.reward, self.problem, self.index = reward, problem, index
+        row = f" for prompt index {index}" if index is not None else ""
+        super().__init__(f"{reward} {problem}{row}")

@@ -1,8 +1,9 @@
 """The :class:`Reward` interface every scorer implements, and :func:`as_reward` for plain callables.
 
 A reward maps a batch of (prompt, response[, media]) to one float32 score per row on the CPU.
-Scores must be finite: a NaN or infinity raises :class:`~mmalign.errors.DataError` naming the row,
-because a silent NaN poisons every quantile the calibration store computes from it.
+Scores must be finite: a NaN or infinity raises :class:`~mmalign.errors.RewardError` naming the
+reward and carrying the row (``index``), because a silent NaN poisons every quantile the
+calibration store computes from it. A plain callable that raises becomes a RewardError too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from mmalign.errors import DataError
+from mmalign.errors import DataError, RewardError, UserError
 
 
 @runtime_checkable
@@ -56,13 +57,13 @@ def to_scores(values: Any, n: int, source: str = "reward") -> torch.Tensor:
         scores = torch.as_tensor(values if not isinstance(values, torch.Tensor) else values.detach(),
                                  dtype=torch.float32).cpu().reshape(-1)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise DataError(f"{source} returned something that is not a sequence of numbers ({exc})") from None
+        raise RewardError(source, f"returned something that is not a sequence of numbers ({exc})") from None
     if scores.numel() != n:
-        raise DataError(f"{source} returned {scores.numel()} scores for {n} responses")
+        raise RewardError(source, f"returned {scores.numel()} scores for {n} responses")
     bad = (~torch.isfinite(scores)).nonzero().flatten()
     if bad.numel():
         i = int(bad[0])
-        raise DataError(f"{source} returned a non-finite score ({scores[i].item()}) for prompt index {i}")
+        raise RewardError(source, f"returned a non-finite score ({scores[i].item()})", index=i)
     return scores
 
 
@@ -84,10 +85,18 @@ class CallableReward:
         check_batch(prompts, responses, media)
         if not len(prompts):
             return torch.zeros(0, dtype=torch.float32)
-        if self._takes_media:
-            values = self.fn(list(prompts), list(responses), media)
-        else:
-            values = self.fn(list(prompts), list(responses))
+        try:
+            if self._takes_media:
+                values = self.fn(list(prompts), list(responses), media)
+            else:
+                values = self.fn(list(prompts), list(responses))
+        except UserError:
+            raise
+        except Exception as exc:  # the user's own code: one line, its traceback chained for --debug
+            lines = str(exc).strip().splitlines()
+            detail = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+            raise RewardError(f"reward '{self.name}'", f"raised {detail} (on a batch of {len(prompts)} rows; "
+                              "--debug shows the traceback)") from exc
         return to_scores(values, len(prompts), source=f"reward '{self.name}'")
 
     def fingerprint(self) -> str:

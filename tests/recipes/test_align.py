@@ -112,6 +112,20 @@ def test_nan_reward_stops_with_one_line_and_keeps_checkpoint(tmp_path, tiny_llam
     assert not (run / "DONE").exists()
 
 
+def test_a_reward_that_raises_names_the_reward_and_the_prompt(tmp_path, tiny_llama_dir, run_cli):
+    fn = tmp_path / "broken.py"
+    fn.write_text("CALLS = [0]\n\ndef reward(prompts, responses):\n    CALLS[0] += 1\n"
+                  "    if CALLS[0] == 3:\n        raise ValueError('judge unavailable')\n"
+                  "    return [float(len(r)) for r in responses]\n")
+    cfg = _config(tmp_path, tiny_llama_dir, "raises", f"reward: {{kind: python, function: '{fn}:reward'}}")
+    code, _, err = run_cli("align", str(cfg), "-q")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"mmalign: error: step 2: reward '{fn}:reward' raised ValueError: judge unavailable")
+    assert "the batch starts with prompt 'Human:" in lines[0]
+    assert not (tmp_path / "runs" / "raises" / "DONE").exists()
+
+
 def test_divergence_stops_with_one_line_and_keeps_a_finite_checkpoint(tmp_path, tiny_llama_dir, run_cli):
     code, _, err = run_cli("align", str(_config(tmp_path, tiny_llama_dir, "diverged")), "train.lr=1e9",
                              "checkpoint.every=1", "-q")

@@ -46,3 +46,27 @@ def test_fingerprint_is_stable_and_tracks_the_function():
     a, b = as_reward(length_reward), as_reward(length_reward)
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != as_reward(lambda p, y: [0.0] * len(y)).fingerprint()
+
+
+def test_a_callable_that_raises_is_a_reward_error_naming_it():
+    from mmalign.errors import RewardError
+    from mmalign.rewards.base import CallableReward
+
+    def judge(prompts, responses):
+        raise RuntimeError("quota exceeded\nsecond line")
+
+    with pytest.raises(RewardError) as exc:
+        CallableReward(judge, name="judge")(["p1", "p2"], ["a", "b"])
+    assert exc.value.reward == "reward 'judge'" and exc.value.index is None
+    assert str(exc.value) == ("reward 'judge' raised RuntimeError: quota exceeded (on a batch of 2 rows; "
+                              "--debug shows the traceback)")
+    assert isinstance(exc.value.__cause__, RuntimeError)
+
+
+def test_a_non_finite_score_carries_its_row():
+    from mmalign.errors import RewardError
+    from mmalign.rewards.base import to_scores
+
+    with pytest.raises(RewardError) as exc:
+        to_scores([1.0, 2.0, float("inf")], 3, source="reward 'x'")
+    assert exc.value.index == 2 and str(exc.value) == "reward 'x' returned a non-finite score (inf) for prompt index 2"

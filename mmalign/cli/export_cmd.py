@@ -28,11 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from mmalign.export.api import check_format, export_checkpoint
+    from mmalign.utils.io_errors import reading
 
     check_format(args.fmt, args.quant)  # fail fast, before importing torch
-    report = export_checkpoint(args.checkpoint, args.fmt, args.quant, args.out, overwrite=args.overwrite,
-                               eval_prompts=args.eval_prompts, eval_count=args.eval_count,
-                               eval_tokens=args.eval_tokens, verify=not args.no_verify)
+    with reading(args.checkpoint, "--checkpoint"):  # corrupt weights / JSON: one line naming the file
+        report = export_checkpoint(args.checkpoint, args.fmt, args.quant, args.out, overwrite=args.overwrite,
+                                   eval_prompts=args.eval_prompts, eval_count=args.eval_count,
+                                   eval_tokens=args.eval_tokens, verify=not args.no_verify)
     line = (f"{report['format']} {report['quant']}: {report['size_bytes']:,} B "
             f"({report['size_ratio_vs_fp32']:.1%} of fp32) -> {args.out}")
     parity = report.get("parity")

@@ -2,7 +2,9 @@
 
 Each verb lives in its own module under ``mmalign.cli`` with a ``register(subparsers)`` function
 that adds its parser and sets ``func(args) -> int``. User errors (:class:`mmalign.errors.UserError`)
-become one line on stderr and exit status 2; ``--debug`` shows the traceback instead. However a verb
+become one line on stderr and exit status 2, and so do OS errors the machine causes (permission
+denied, a read-only or full disk: :func:`mmalign.utils.io_errors.environment_error`), whatever
+verb hit them; ``--debug`` shows the traceback instead. However a verb
 ends, the run directories it opened are closed (:func:`mmalign.utils.rundir.close_open_runs`).
 """
 
@@ -106,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mmalign: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        from mmalign.utils.io_errors import environment_error
+
+        user = environment_error(exc)
+        if user is None or debug:
+            raise
+        print(f"mmalign: error: {user}", file=sys.stderr)
+        return user.exit_code
     except KeyboardInterrupt:
         print("mmalign: interrupted", file=sys.stderr)
         return 130

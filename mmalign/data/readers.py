@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mmalign.errors import DataError
+from mmalign.utils.io_errors import reading
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -47,6 +48,13 @@ def read_rows(path: str | Path, format: str = "auto", *, split: str = "train", n
         yield from _hf(str(path), split=split, name=name, revision=revision)
 
 
+def _read_text(path: Path) -> str:
+    """The file's text; an unreadable file is a one-line error naming it."""
+    with reading(path):
+        data = path.read_bytes()
+    return _decode(path, data)
+
+
 def _decode(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
@@ -56,7 +64,7 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def _jsonl(path: Path) -> Iterator[Row]:
-    text = _decode(path, path.read_bytes())
+    text = _read_text(path)
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -64,17 +72,21 @@ def _jsonl(path: Path) -> Iterator[Row]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{lineno}: JSON nested too deeply to parse") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{lineno}: each line must be a JSON object, got {type(row).__name__}")
         yield f"{path}:{lineno}", row
 
 
 def _json(path: Path) -> Iterator[Row]:
-    text = _decode(path, path.read_bytes())
+    text = _read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to parse") from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if "data" in data and isinstance(data["data"], list):
@@ -90,7 +102,7 @@ def _json(path: Path) -> Iterator[Row]:
 
 
 def _csv(path: Path) -> Iterator[Row]:
-    text = _decode(path, path.read_bytes())
+    text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         header = reader.fieldnames

@@ -2,7 +2,11 @@
 
 A checkpoint is a local directory written by ``save_pretrained`` / :meth:`TextPolicy.save` (full
 weights, or a peft adapter whose ``mmalign_policy.json`` / ``adapter_config.json`` names its base)
-or a hub id. A path that looks local but is missing is a one-line :class:`UserError`.
+or a hub id. A path that looks local but is missing, a folder that is no checkpoint and a
+checkpoint whose files are corrupt are one-line user errors naming the config key and the
+file (:mod:`mmalign.utils.io_errors`). ``key`` is the config section the model came from
+(``model``, ``teacher``, ``reference``, ...), so an error names ``reference.path`` or
+``model.tokenizer`` rather than always ``model.path``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from mmalign.config.schemas.model import LoraConfig, ModelConfig
 from mmalign.errors import UserError
 from mmalign.models.text import META_FILE, TextPolicy
 from mmalign.utils.device import resolve_device, resolve_dtype
+from mmalign.utils.io_errors import check_model_dir, check_tokenizer_dir, reading
 
 
 def resolve_checkpoint(path: str, key: str = "model.path") -> str:
@@ -29,27 +34,28 @@ def resolve_checkpoint(path: str, key: str = "model.path") -> str:
     return path
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable JSON ({exc})") from None
+def _read_json(path: Path, key: str | None = None) -> dict[str, Any]:
+    with reading(path, key):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise UserError(f"{key + ': ' if key else ''}{path}: expected a JSON object")
+    return data
 
 
-def _from_pretrained(loader: Any, name: str, what: str, **kwargs: Any) -> Any:
-    try:
+def _from_pretrained(loader: Any, name: str, what: str, key: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(name)``; a bad local folder or file is one line naming ``key`` and
+    the file (any exception of the loader on the user's files counts: they come in many types)."""
+    (check_tokenizer_dir if what == "tokenizer" else check_model_dir)(name, key)
+    with reading(name, key, what=what, broad=True):
         return loader.from_pretrained(name, **kwargs)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"model.path: cannot load the {what} from '{name}': {first}") from None
 
 
-def _saved_quantization(base: str) -> str | None:
+def _saved_quantization(base: str, key: str) -> str | None:
     """"4bit"/"8bit" when a local checkpoint was saved already quantised, else None."""
     config = Path(base) / "config.json"
     if not config.is_file():
         return None
-    q = _read_json(config).get("quantization_config")
+    q = _read_json(config, key).get("quantization_config")
     if not q:
         return None
     return "4bit" if q.get("load_in_4bit") else "8bit" if q.get("load_in_8bit") else None
@@ -74,30 +80,33 @@ def _keep_cpu_4bit_layout(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def load_text_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: str = "auto") -> TextPolicy:
-    """Build a :class:`TextPolicy` from a ``model:`` section (``run`` device/dtype fill ``"run"``)."""
+def load_text_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: str = "auto",
+                     key: str = "model") -> TextPolicy:
+    """Build a :class:`TextPolicy` from a ``model:`` section (``run`` device/dtype fill ``"run"``);
+    ``key`` is the section's name in the config, for error messages."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_hf_progress()
     device = resolve_device(run_device if cfg.device == "run" else cfg.device)
     dtype = resolve_dtype(run_dtype if cfg.dtype == "run" else cfg.dtype, device)
-    path = resolve_checkpoint(cfg.path)
+    path_key = f"{key}.path"
+    path = resolve_checkpoint(cfg.path, key=path_key)
     local = Path(path).is_dir()
     adapter_dir = None
     base = path
     quantization = cfg.quantization
     if local and (Path(path) / "adapter_config.json").is_file():
         adapter_dir = path
-        meta = _read_json(Path(path) / META_FILE) if (Path(path) / META_FILE).is_file() else {}
-        base = meta.get("base") or _read_json(Path(path) / "adapter_config.json").get("base_model_name_or_path")
+        meta = _read_json(Path(path) / META_FILE, path_key) if (Path(path) / META_FILE).is_file() else {}
+        base = meta.get("base") or _read_json(Path(path) / "adapter_config.json", path_key).get("base_model_name_or_path")
         if not base:
-            raise UserError(f"model.path: {path} is a LoRA adapter but names no base model")
+            raise UserError(f"{path_key}: {path} is a LoRA adapter but names no base model")
         base = resolve_checkpoint(base, key=f"{path}: base model")
         if quantization == "none":
             quantization = meta.get("quantization", "none")
 
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
-    saved = _saved_quantization(base)
+    saved = _saved_quantization(base, path_key)
     if saved:
         quantization = saved  # the checkpoint carries its own quantization_config
         kwargs["device_map"] = {"": device}
@@ -111,20 +120,25 @@ def load_text_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: s
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": device}
-    model = _from_pretrained(AutoModelForCausalLM, base, "model", **kwargs)
+    model = _from_pretrained(AutoModelForCausalLM, base, "model", path_key, **kwargs)
     if "device_map" not in kwargs:
         model.to(device)
     else:
         _keep_cpu_4bit_layout(model)
     tok_source = cfg.tokenizer or (adapter_dir if adapter_dir else base)
-    tokenizer = _from_pretrained(AutoTokenizer, tok_source, "tokenizer", trust_remote_code=cfg.trust_remote_code)
+    tok_key = f"{key}.tokenizer" if cfg.tokenizer else path_key
+    if cfg.tokenizer:
+        tok_source = resolve_checkpoint(cfg.tokenizer, key=tok_key)
+    tokenizer = _from_pretrained(AutoTokenizer, tok_source, "tokenizer", tok_key,
+                                 trust_remote_code=cfg.trust_remote_code)
 
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if adapter_dir is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+        with reading(adapter_dir, path_key, what="LoRA adapter", broad=True):
+            model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
     elif cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
@@ -140,8 +154,9 @@ def load_text_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: s
 
 
 def load_policy(cfg: ModelConfig | str | Path, *, run_device: str = "auto", run_dtype: str = "auto",
-                **overrides: Any) -> TextPolicy:
-    """Load a policy from a ``model:`` config or a checkpoint path (``overrides`` set config fields)."""
+                key: str = "model", **overrides: Any) -> TextPolicy:
+    """Load a policy from a ``model:`` config or a checkpoint path (``overrides`` set config fields);
+    ``key`` names the config section in error messages."""
     if not isinstance(cfg, ModelConfig):
         if isinstance(overrides.get("lora"), dict):
             overrides["lora"] = LoraConfig(**overrides["lora"])
@@ -153,11 +168,11 @@ def load_policy(cfg: ModelConfig | str | Path, *, run_device: str = "auto", run_
 
         quiet_hf_progress()
 
-        if checkpoint_kind(cfg.path) != "text":
+        if checkpoint_kind(cfg.path, key=f"{key}.path") != "text":
             device = run_device if cfg.device == "run" else cfg.device
             dtype = run_dtype if cfg.dtype == "run" else cfg.dtype
             return load_multimodal_policy(
                 cfg.path, device=device, dtype=dtype, lora=cfg.lora if cfg.lora.enabled else None,
                 chat_template=cfg.chat_template, max_prompt_tokens=cfg.max_prompt_tokens,
-                truncation=cfg.truncation, reference_mode=cfg.reference)
-    return load_text_policy(cfg, run_device=run_device, run_dtype=run_dtype)
+                truncation=cfg.truncation, reference_mode=cfg.reference, key=f"{key}.path")
+    return load_text_policy(cfg, run_device=run_device, run_dtype=run_dtype, key=key)

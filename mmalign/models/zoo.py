@@ -171,7 +171,11 @@ def init_text_checkpoint(tier: Tier, out_dir: str | Path, texts: Iterable[str] |
 
     out = Path(out_dir)
     if tokenizer_dir is not None:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        from mmalign.utils.io_errors import check_tokenizer_dir, reading
+
+        check_tokenizer_dir(tokenizer_dir, "--tokenizer")
+        with reading(tokenizer_dir, "--tokenizer", what="tokenizer", broad=True):
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     else:
         tokenizer = train_bpe_tokenizer(list(texts) if texts is not None else SAMPLE_TEXT * 20,
                                         vocab_size=vocab_size, chat_template=DEFAULT_CHAT_TEMPLATE)

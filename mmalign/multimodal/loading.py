@@ -23,6 +23,7 @@ from mmalign.multimodal.lm import MultimodalLM
 from mmalign.multimodal.media import PLACEHOLDERS
 from mmalign.multimodal.policy import ADAPTER_WEIGHTS, MultimodalPolicy, freeze_encoders
 from mmalign.utils.device import resolve_device, resolve_dtype
+from mmalign.utils.io_errors import check_model_dir, check_tokenizer_dir, reading
 
 
 def _text_width(lm: torch.nn.Module) -> int:
@@ -53,11 +54,19 @@ def attach_media(lm: torch.nn.Module, tokenizer: Any, specs: dict[str, dict], *,
     return model
 
 
-def checkpoint_kind(path: str | Path) -> str:
+def _json_object(path: Path, key: str) -> dict[str, Any]:
+    with reading(path, key):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise UserError(f"{key}: {path}: expected a JSON object")
+    return data
+
+
+def checkpoint_kind(path: str | Path, key: str = "model.path") -> str:
     p = Path(path)
     meta = p / META_FILE
     if meta.is_file():
-        kind = json.loads(meta.read_text(encoding="utf-8")).get("kind", "text")
+        kind = _json_object(meta, key).get("kind", "text")
         if kind in ("multimodal", "native_vlm"):
             return kind
     config = p / "config.json"
@@ -66,7 +75,7 @@ def checkpoint_kind(path: str | Path) -> str:
             MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
         )
 
-        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        model_type = _json_object(config, key).get("model_type")
         if model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not (p / ADAPTER_WEIGHTS).is_file():
             return "native_vlm"
     return "text"
@@ -80,33 +89,40 @@ def _apply_lora(lm: torch.nn.Module, lora: Any) -> torch.nn.Module:
 
 
 def load_multimodal_policy(path: str | Path, *, device: str = "auto", dtype: str = "auto", lora: Any = None,
-                           train_encoders: bool = False, **policy_kwargs: Any) -> MultimodalPolicy:
-    """Load a saved multimodal policy or a native HF VLM (``lora``: a LoraConfig to add adapters)."""
+                           train_encoders: bool = False, key: str = "model.path",
+                           **policy_kwargs: Any) -> MultimodalPolicy:
+    """Load a saved multimodal policy or a native HF VLM (``lora``: a LoraConfig to add adapters);
+    ``key`` is the config key that named ``path``, for error messages."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     p = Path(path)
     if not p.is_dir():
-        raise UserError(f"model.path: checkpoint directory not found: {path}")
+        raise UserError(f"{key}: checkpoint directory not found: {path}")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    kind = checkpoint_kind(p)
-    meta = json.loads((p / META_FILE).read_text(encoding="utf-8")) if (p / META_FILE).is_file() else {}
+    kind = checkpoint_kind(p, key)
+    meta = _json_object(p / META_FILE, key) if (p / META_FILE).is_file() else {}
     if kind == "native_vlm":
-        return _load_native(p, dev, dt, lora, **policy_kwargs)
+        return _load_native(p, dev, dt, lora, key, **policy_kwargs)
     if kind != "multimodal":
-        raise UserError(f"model.path: {path} is not a multimodal checkpoint (no media adapters)")
+        raise UserError(f"{key}: {path} is not a multimodal checkpoint (no media adapters)")
     adapter_dir = p if meta.get("adapter") else None
     base = meta.get("base") if adapter_dir else str(p)
     if adapter_dir is not None and not base:
         raise UserError(f"{path}: a LoRA multimodal checkpoint that names no base model")
-    lm = AutoModelForCausalLM.from_pretrained(base, dtype=dt).to(dev)
-    tokenizer = AutoTokenizer.from_pretrained(str(p))
+    check_model_dir(base, key)
+    with reading(base, key, what="model", broad=True):
+        lm = AutoModelForCausalLM.from_pretrained(base, dtype=dt).to(dev)
+    check_tokenizer_dir(p, key)
+    with reading(p, key, what="tokenizer", broad=True):
+        tokenizer = AutoTokenizer.from_pretrained(str(p))
     if len(tokenizer) > lm.get_input_embeddings().weight.shape[0]:
         lm.resize_token_embeddings(len(tokenizer))
     if adapter_dir is not None:
         from peft import PeftModel
 
-        lm = PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=True)
+        with reading(adapter_dir, key, what="LoRA adapter", broad=True):
+            lm = PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=True)
     elif lora is not None and getattr(lora, "enabled", True):
         lm = _apply_lora(lm, lora)
     model = attach_media(lm, tokenizer, meta.get("media_adapters", {}), train_encoders=train_encoders)
@@ -114,7 +130,9 @@ def load_multimodal_policy(path: str | Path, *, device: str = "auto", dtype: str
     if weights.is_file():
         from safetensors.torch import load_file
 
-        missing, unexpected = model.adapters.load_state_dict(load_file(str(weights), device=str(dev)), strict=False)
+        with reading(weights, key):
+            state = load_file(str(weights), device=str(dev))
+        missing, unexpected = model.adapters.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise UserError(f"{weights}: media adapter weights do not match their specs "
                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -122,15 +140,13 @@ def load_multimodal_policy(path: str | Path, *, device: str = "auto", dtype: str
     return MultimodalPolicy(model, tokenizer, kind="multimodal", base=str(Path(base).resolve()), **policy_kwargs)
 
 
-def _load_native(p: Path, dev: torch.device, dt: torch.dtype, lora: Any, **policy_kwargs: Any) -> MultimodalPolicy:
+def _load_native(p: Path, dev: torch.device, dt: torch.dtype, lora: Any, key: str,
+                 **policy_kwargs: Any) -> MultimodalPolicy:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    try:
+    with reading(p, key, what="vision-language model", broad=True):
         vlm = AutoModelForImageTextToText.from_pretrained(str(p), dtype=dt).to(dev)
         processor = AutoProcessor.from_pretrained(str(p))
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"model.path: cannot load the vision-language model from {p}: {first}") from None
     if lora is not None and getattr(lora, "enabled", True):
         vlm = _apply_lora(vlm, lora)
     return native_policy(vlm, processor, base=str(p.resolve()), **policy_kwargs)

@@ -37,6 +37,7 @@ from mmalign.models.loading import load_text_policy, resolve_checkpoint
 from mmalign.models.text import TextPolicy
 from mmalign.utils.atomic import atomic_directory
 from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
+from mmalign.utils.io_errors import reading
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -115,7 +116,7 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
     ckpt = latest_checkpoint(run.checkpoints) if run.resumed else None
     student_cfg = cfg.model if ckpt is None else dataclasses.replace(cfg.model, path=str(ckpt[1] / "model"))
     student = load_text_policy(student_cfg, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
-    teacher = load_text_policy(cfg.teacher, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
+    teacher = load_text_policy(cfg.teacher, run_device=cfg.run.device, run_dtype=cfg.run.dtype, key="teacher")
     teacher.model.requires_grad_(False)
     teacher.model.eval()
     teacher.frozen = True
@@ -143,7 +144,8 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
     start_step = 0
     if ckpt is not None:
         start_step = ckpt[0]
-        opt.load_state_dict(torch.load(ckpt[1] / "optimizer.pt", map_location=student.device))
+        with reading(ckpt[1] / "optimizer.pt", what="checkpoint's optimizer state", broad=True):
+            opt.load_state_dict(torch.load(ckpt[1] / "optimizer.pt", map_location=student.device, weights_only=True))
         run.truncate_metrics(start_step)
         first = next((m["eval_kl"] for m in run.read_metrics() if "eval_kl" in m), float("nan"))
     else:

@@ -54,8 +54,8 @@ def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
     seed_everything(cfg.run.seed)
     records = load_prompts(cfg.prompts)
     prompts = [Prompt(text=r.prompt, media=r.media) for r in records]
-    policy = load_policy(cfg.policy, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
-    reference = load_policy(cfg.reference, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
+    policy = load_policy(cfg.policy, run_device=cfg.run.device, run_dtype=cfg.run.dtype, key="policy")
+    reference = load_policy(cfg.reference, run_device=cfg.run.device, run_dtype=cfg.run.dtype, key="reference")
     policy.model.eval()
     reference.model.eval()
     selection = build_reward(cfg.selection_reward, "selection_reward")

@@ -30,6 +30,7 @@ from mmalign.rewards.hf_classifier import META_FILE, format_pairs, prepare_token
 from mmalign.utils.atomic import atomic_directory, atomic_write_text
 from mmalign.utils.device import resolve_device, resolve_dtype
 from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
+from mmalign.utils.io_errors import check_model_dir, check_tokenizer_dir, reading
 from mmalign.utils.progress import echo, is_quiet, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -68,16 +69,18 @@ def build_model(cfg: RewardRecipeConfig, pairs: list[PreferenceRecord], dtype: t
     path = path or m.path
     revision = m.revision if path == m.path else None
     if path:
-        try:
+        check_model_dir(path, "model.path")
+        with reading(path, "model.path", what="model config", broad=True):
             config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=m.trust_remote_code)
+        check_tokenizer_dir(path, "model.path")
+        with reading(path, "model.path", what="tokenizer", broad=True):
             tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=m.trust_remote_code)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"model.path: cannot load '{path}' ({str(exc).strip().splitlines()[0][:200]})") from None
         prepare_tokenizer(tokenizer)
         config.num_labels = 1
         config.pad_token_id = tokenizer.pad_token_id
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, revision=revision, dtype=dtype, trust_remote_code=m.trust_remote_code)
+        with reading(path, "model.path", what="model", broad=True):
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, revision=revision, dtype=dtype, trust_remote_code=m.trust_remote_code)
         return model, tokenizer
     from transformers import LlamaForSequenceClassification
 

@@ -47,6 +47,7 @@ from mmalign.models.policy import to_prompt
 from mmalign.models.text import TextPolicy
 from mmalign.utils.atomic import atomic_directory
 from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
+from mmalign.utils.io_errors import reading
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -109,7 +110,8 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
                     sum(p.numel() for p in params))
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     if ckpt is not None:
-        opt.load_state_dict(torch.load(ckpt[1] / "optimizer.pt", map_location=policy.device))
+        with reading(ckpt[1] / "optimizer.pt", what="checkpoint's optimizer state", broad=True):
+            opt.load_state_dict(torch.load(ckpt[1] / "optimizer.pt", map_location=policy.device, weights_only=True))
     run.started()  # components loaded: only now is a run that --overwrite replaces deleted
     hint = lr_hint("train.lr", t.lr)
 

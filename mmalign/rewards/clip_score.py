@@ -48,8 +48,9 @@ class ClipScoreReward:
         if isinstance(item, (str, Path)):
             if not Path(item).is_file():
                 raise DataError(f"clip_score: image file not found for prompt index {row}: {item}")
-            with Image.open(item) as im:
-                return self.preprocess(im.convert("RGB"))
+            from mmalign.multimodal.media import load_image
+
+            return self.preprocess(load_image(item, where=f"clip_score: prompt index {row}"))
         if isinstance(item, Image.Image):
             return self.preprocess(item.convert("RGB"))
         raise DataError(f"clip_score: prompt index {row}: media items must be image paths or PIL images, "

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mmalign.config.schemas.reward import REWARD_KINDS, RewardConfig
-from mmalign.errors import ConfigError
+from mmalign.errors import ConfigError, FileError
 from mmalign.rewards.base import Reward
 
 _FIELDS = {f.name for f in dataclasses.fields(RewardConfig)}
@@ -71,6 +71,8 @@ def build_reward(spec: RewardConfig | dict | DictConfig, where: str = "reward") 
                                       trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
         except ConfigError as exc:
             raise ConfigError(f"{where}.{exc}") from None
+        except FileError as exc:
+            raise FileError(exc.path, exc.problem, key=f"{where}.{exc.key}" if exc.key else where) from exc
     if kind == "clip_score":
         from mmalign.rewards.clip_score import ClipScoreReward
 

@@ -23,6 +23,7 @@ import torch
 from mmalign.data.hh import hh_messages
 from mmalign.errors import ConfigError
 from mmalign.rewards.base import check_batch, stable_hash, to_scores
+from mmalign.utils.io_errors import check_model_dir, check_tokenizer_dir, reading
 
 META_FILE = "mmalign_reward.json"
 _FULL_HASH_LIMIT = 256 * 2**20
@@ -61,7 +62,8 @@ def resolve_format(mode: str, tokenizer: Any, model_dir: str | Path | None) -> t
         return mode, None
     meta_path = Path(model_dir) / META_FILE if model_dir is not None else None
     if meta_path is not None and meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        with reading(meta_path, "path"):
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
         return str(meta.get("format", "concat")), meta.get("separator")
     return ("chat" if getattr(tokenizer, "chat_template", None) else "concat"), None
 
@@ -116,17 +118,21 @@ class HFClassifierReward:
         self.path = str(path)
         local = Path(path).expanduser()
         self._folder = local if local.is_dir() else None
+        looks_local = self.path.startswith((".", "/", "~")) or self.path.count("/") > 1
+        if model is None and looks_local and not local.is_dir():
+            raise ConfigError(f"path: reward model folder not found: {self.path}")
         if model is None:
             dev = resolve_device(device)
             torch_dtype = resolve_dtype(dtype, dev)
             _check_is_classifier(self.path, revision, trust_remote_code)
-            try:
+            with reading(self.path, "path", what="reward model", broad=True):
                 model = AutoModelForSequenceClassification.from_pretrained(
                     self.path, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-                tokenizer = tokenizer or AutoTokenizer.from_pretrained(
-                    self.path, revision=revision, trust_remote_code=trust_remote_code)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"path: cannot load reward model '{self.path}' ({_first_line(exc)})") from None
+            if tokenizer is None:
+                check_tokenizer_dir(self.path, "path")
+                with reading(self.path, "path", what="tokenizer", broad=True):
+                    tokenizer = AutoTokenizer.from_pretrained(self.path, revision=revision,
+                                                              trust_remote_code=trust_remote_code)
             model.to(dev)
         self.model = model.eval()
         self.tokenizer = prepare_tokenizer(tokenizer, self.model)
@@ -168,15 +174,9 @@ def _check_is_classifier(path: str, revision: str | None, trust_remote_code: boo
     """Refuse a causal LM checkpoint: its classification head would be random."""
     from transformers import AutoConfig
 
-    try:
+    check_model_dir(path, "path")
+    with reading(path, "path", what="reward model", broad=True):
         config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"path: cannot load reward model '{path}' ({_first_line(exc)})") from None
     archs = getattr(config, "architectures", None) or []
     if archs and not any("SequenceClassification" in a for a in archs):
         raise ConfigError(f"path: '{path}' is a {archs[0]}, not a reward model (train one with `mmalign reward`)")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]

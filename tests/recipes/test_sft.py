@@ -128,3 +128,28 @@ def test_sft_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(r
 
     weights = load_file(str(found[1] / "model" / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+class _Planted:
+    """Unpickling this runs code: it creates the file ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_resume_never_unpickles_code_from_a_planted_optimizer_state(run_cli, toy_nano, tmp_path, monkeypatch):
+    cfg = write_config(tmp_path / "sft.yaml", toy_nano, tmp_path)
+    assert run_cli("sft", cfg, "-q", "train.steps=2", "train.save_every=1", "data.max_rows=16")[0] == 0
+    run = tmp_path / "runs" / "sft-test"
+    (run / "DONE").unlink()  # as if it had been killed after its checkpoint at step 1
+    planted = run / "checkpoints" / "step_0000001" / "optimizer.pt"
+    marker = tmp_path / "code-ran"
+    torch.save({"state": _Planted(str(marker))}, planted)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # an environment that forces unsafe loads
+    code, _, err = run_cli("sft", cfg, "-q", "train.steps=2", "train.save_every=1", "data.max_rows=16", "--resume")
+    lines = err.strip().splitlines()
+    assert not marker.exists()
+    assert code == 2 and len(lines) == 1 and f"{planted}: cannot load the checkpoint's optimizer state" in lines[0], err

@@ -126,8 +126,13 @@ class HFBackend:
             raise UserError(f"{path}: not a Hugging Face checkpoint directory (no config.json)")
         torch_dtype = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
                        "float16": torch.float16}.get(dtype, torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(p)
-        model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype).to(device)
+        from mmalign.utils.io_errors import check_tokenizer_dir, reading
+
+        check_tokenizer_dir(p, "model")
+        with reading(p, "model", what="tokenizer", broad=True):
+            tokenizer = AutoTokenizer.from_pretrained(p)
+        with reading(p, "model", what="model", broad=True):
+            model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype).to(device)
         return cls(model, tokenizer, **kwargs)
 
     # ------------------------------------------------------------------ scoring

@@ -63,6 +63,22 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_fits(params: int) -> None:
+    """Refuse a checkpoint whose float32 weights (twice over: built, then saved) exceed this machine's memory."""
+    import os
+
+    from mmalign.errors import UserError
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: nothing to compare against
+        return
+    need = params * 4 * 2
+    if need > memory:
+        raise UserError(f"--vocab-size / --width-scale / --layers: up to {_human(params)} parameters need about "
+                        f"{need / 2**30:.0f} GiB, more than this machine's {memory / 2**30:.0f} GiB")
+
+
 def _init(args: argparse.Namespace) -> int:
     from mmalign.errors import UserError
     from mmalign.models.loading import quiet_hf_progress
@@ -80,6 +96,10 @@ def _init(args: argparse.Namespace) -> int:
         raise UserError(f"--vocab-size must be >= 64, got {args.vocab_size}")
     if args.layers is not None and args.layers < 1:
         raise UserError(f"--layers must be >= 1, got {args.layers}")
+    if args.context is not None and args.context < 2:
+        raise UserError(f"--context must be >= 2 (a prompt token and one new token), got {args.context}")
+    if not 0 < args.width_scale <= 1:
+        raise UserError(f"--width-scale must be in (0, 1], got {args.width_scale}")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"{out}: directory is not empty; pass --overwrite or pick another --out")
@@ -104,6 +124,7 @@ def _init(args: argparse.Namespace) -> int:
         echo(f"wrote {tier.full_name} at width scale {args.width_scale} to {out}")
         return 0
     arch = scale_architecture(tier.architecture, args.width_scale, args.layers)
+    _check_fits(estimate_params(arch, args.vocab_size))
     init_text_checkpoint(tier, out, texts, vocab_size=args.vocab_size, width_scale=args.width_scale,
                          num_layers=args.layers, context_length=args.context, tokenizer_dir=args.tokenizer,
                          seed=args.seed)

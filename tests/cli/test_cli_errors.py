@@ -90,3 +90,18 @@ def test_debug_flag_shows_traceback(tmp_path):
 def test_usage_errors_are_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mmalign", "config", "show"], capture_output=True, text=True)
     _assert_one_line_error(proc.returncode, proc.stderr, "config")
+
+
+@pytest.mark.parametrize("recipe,override,key", [
+    ("sft", "train.batch_size=100000000", "train.batch_size"),
+    ("align", "rollout.max_new_tokens=1000000000", "rollout.max_new_tokens"),
+    ("evaluate_winrate", "samples_per_prompt=50000000", "samples_per_prompt"),
+])
+def test_a_batch_that_cannot_fit_is_refused_by_config_check(tmp_path, run_cli, recipe, override, key):
+    paths = {"sft": "model: {path: m}\ndata: {path: bundled:text/sft_train}\n", "align": "model: {path: m}\nreward: {kind: bundled_text}\n"
+             "data: {path: bundled:text/prompts_train}\nkl: {beta: 0.1}\n",
+             "evaluate_winrate": "policy: {path: m}\nreference: {path: m}\nprompts: {path: bundled:text/prompts_eval}\n"
+             "selection_reward: {kind: bundled_text}\n"}
+    cfg = _write(tmp_path, f"recipe: {recipe}\n" + paths[recipe])
+    code, _, err = run_cli("config", "check", cfg, override)
+    _assert_one_line_error(code, err, f"override '{key}': {key}: ", "above the limit of 16,777,216")

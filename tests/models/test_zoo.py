@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mmalign.models.loading import load_policy
@@ -52,7 +53,22 @@ def test_zoo_cli_errors(run_cli, tmp_path):
     code, _, err = run_cli("zoo", "init", "nano", "--out", str(tmp_path / "x"), "--text", str(tmp_path / "none.txt"))
     assert code == 2 and "--text: file not found" in err
     code, _, err = run_cli("zoo", "init", "nano", "--out", str(tmp_path / "x"), "--width-scale", "2")
-    assert code == 2 and "width scale" in err
+    assert code == 2 and "--width-scale must be in (0, 1], got 2.0" in err
+
+
+@pytest.mark.parametrize("context", ["0", "-5"])
+def test_zoo_init_refuses_a_context_that_cannot_hold_a_token(run_cli, tmp_path, context):
+    code, _, err = run_cli("zoo", "init", "nano", "--out", str(tmp_path / "x"), "--context", context)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "--context must be >= 2" in lines[0] and context in lines[0], err
+    assert not (tmp_path / "x").exists()
+
+
+def test_zoo_init_refuses_a_model_this_machine_cannot_hold(run_cli, tmp_path):
+    code, _, err = run_cli("zoo", "init", "nano", "--out", str(tmp_path / "x"), "--vocab-size", str(10**12))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "--vocab-size" in lines[0] and "GiB" in lines[0], err
+    assert not (tmp_path / "x").exists()
 
 
 def test_zoo_env_override(run_cli, tmp_path, monkeypatch):

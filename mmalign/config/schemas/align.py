@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmalign.config.limits import check_batch_tokens
 from mmalign.config.schemas.data import DataConfig
 from mmalign.config.schemas.model import ModelConfig
 from mmalign.config.schemas.reward import RewardConfig
@@ -176,6 +177,15 @@ class AlignConfig:
             raise ConfigError("transform.n: BOND distils best-of-N with N >= 2")
         if self.objective == "bond" and self.calibration.num_samples < tr.n:
             raise ConfigError("calibration.num_samples: BOND needs at least N reference samples per prompt")
+        ro, cal = self.rollout, self.calibration
+        check_batch_tokens("rollout", rollout__prompts_per_step=ro.prompts_per_step, rollout__n=ro.n,
+                           rollout__max_new_tokens=ro.max_new_tokens)
+        check_batch_tokens("calibration batch", calibration__batch_prompts=cal.batch_prompts,
+                           calibration__num_samples=cal.num_samples,
+                           calibration__max_new_tokens=cal.max_new_tokens or ro.max_new_tokens)
+        if self.objective == "bond":
+            check_batch_tokens("best-of-N sample", rollout__prompts_per_step=ro.prompts_per_step,
+                               transform__n=tr.n, rollout__max_new_tokens=ro.max_new_tokens)
         rows = self.rollout.prompts_per_step * self.rollout.n
         if rows < self.train.minibatches * self.train.grad_accum:
             raise ConfigError(f"train.minibatches: {rows} rows per step cannot fill {self.train.minibatches} minibatches "

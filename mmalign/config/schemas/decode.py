@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmalign.config.limits import check_batch_tokens
 from mmalign.config.schemas.data import DataConfig
 from mmalign.config.schemas.model import ModelConfig
 from mmalign.config.schemas.reward import RewardConfig
@@ -42,3 +43,6 @@ class DecodeConfig:
     def validate(self) -> None:
         if self.decode.method != "sample" and self.reward is None:
             raise ConfigError(f"reward: decode.method '{self.decode.method}' needs a reward section")
+        d = self.decode
+        check_batch_tokens("sampling call", decode__n=d.n, decode__batch_size=d.batch_size,
+                           decode__max_new_tokens=d.max_new_tokens)

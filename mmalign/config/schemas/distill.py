@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmalign.config.limits import check_batch_tokens
 from mmalign.config.schemas.data import DataConfig
 from mmalign.config.schemas.model import ModelConfig
 from mmalign.config.schemas.run import RunConfig
@@ -38,3 +39,9 @@ class DistillConfig:
     def validate(self) -> None:
         if self.teacher.lora.enabled:
             raise ConfigError("teacher.lora.enabled: the teacher is frozen; LoRA applies to the student (model.lora)")
+        t = self.train
+        check_batch_tokens("training batch", train__batch_size=t.batch_size, train__max_seq_len=t.max_seq_len)
+        check_batch_tokens("evaluation batch", train__eval_batch_size=t.eval_batch_size,
+                           train__max_seq_len=t.max_seq_len)
+        check_batch_tokens("teacher sampling call", train__batch_size=t.batch_size,
+                           train__max_new_tokens=t.max_new_tokens)

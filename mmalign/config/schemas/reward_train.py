@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmalign.config.limits import check_batch_tokens
 from mmalign.config.schemas.data import DataConfig
 from mmalign.config.schemas.reward import FORMATS
 from mmalign.config.schemas.run import RunConfig
@@ -77,3 +78,9 @@ class RewardRecipeConfig:
     model: RewardModelInit = field(default_factory=RewardModelInit)
     data: RewardData = field(default_factory=RewardData)
     train: RewardTrainLoop = field(default_factory=RewardTrainLoop)
+
+    def validate(self) -> None:
+        t = self.train  # a batch holds a chosen and a rejected text per pair
+        check_batch_tokens("training batch", train__batch_size=t.batch_size, pair=2, train__max_length=t.max_length)
+        check_batch_tokens("evaluation batch", train__eval_batch_size=t.eval_batch_size, pair=2,
+                           train__max_length=t.max_length)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmalign.config.limits import check_batch_tokens
 from mmalign.config.schemas.data import DataConfig
 from mmalign.config.schemas.model import ModelConfig
 from mmalign.config.schemas.run import RunConfig
@@ -48,3 +49,9 @@ class SFTConfig:
     eval_data: DataConfig | None = None  # default: hold out eval_fraction of data
     eval_fraction: float = field(default=0.1, metadata={"ge": 0, "lt": 1})
     train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+
+    def validate(self) -> None:
+        t = self.train
+        check_batch_tokens("training batch", train__batch_size=t.batch_size, train__max_seq_len=t.max_seq_len)
+        check_batch_tokens("evaluation batch", train__eval_batch_size=t.eval_batch_size,
+                           train__max_seq_len=t.max_seq_len)

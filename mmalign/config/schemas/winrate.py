@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmalign.config.limits import check_batch_tokens
 from mmalign.config.schemas.data import DataConfig
 from mmalign.config.schemas.model import ModelConfig
 from mmalign.config.schemas.reward import RewardConfig
@@ -63,6 +64,9 @@ class WinrateConfig:
     def validate(self) -> None:
         if not self.procedures:
             raise ConfigError("procedures: list at least one procedure")
+        check_batch_tokens("sampling call", batch_prompts=self.batch_prompts,
+                           samples_per_prompt=self.samples_per_prompt,
+                           sampling__max_new_tokens=self.sampling.max_new_tokens)
         biggest = max(p.n for p in self.procedures)
         if self.samples_per_prompt < biggest:
             raise ConfigError(f"samples_per_prompt: must be >= the largest procedure n ({biggest}), "

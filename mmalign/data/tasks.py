@@ -17,13 +17,16 @@ def bundled_names() -> list[str]:
 
 
 def bundled_path(name: str) -> Path:
-    """The file of a bundled dataset (``text/prompts_train``, with or without ``bundled:`` or .jsonl)."""
+    """The file of a bundled dataset (``text/prompts_train``, with or without ``bundled:`` or .jsonl).
+
+    Only the names :func:`bundled_names` lists resolve, so a name cannot reach outside the bundled
+    data (``bundled:../../etc/x`` is an unknown name, not a path)."""
     key = name[len(PREFIX):] if name.startswith(PREFIX) else name
     key = key.strip("/").removesuffix(".jsonl")
-    path = BUNDLED_DIR / f"{key}.jsonl"
-    if not path.is_file():
-        raise DataError(f"unknown bundled dataset '{name}' (known: {', '.join(bundled_names())})")
-    return path
+    known = bundled_names()
+    if key not in known:
+        raise DataError(f"unknown bundled dataset '{name}' (known: {', '.join(known)})")
+    return BUNDLED_DIR / f"{key}.jsonl"
 
 
 def resolve_path(path: str) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mmalign.errors import ConfigError, RunLockedError, UserError
-from mmalign.utils.atomic import atomic_write_text
+from mmalign.utils.atomic import atomic_write_text, clean_stale_temporaries
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -219,6 +219,9 @@ class RunDir:
             else:
                 atomic_write_text(path / "config.yaml", config_yaml)  # first, so it marks a run directory
             (path / "checkpoints").mkdir(exist_ok=True)
+            for where in (path, path / "checkpoints"):  # locked: a temporary here is a killed writer's
+                for stale in clean_stale_temporaries(where, any_writer=True):
+                    log.info("%s: removed %s, left by an interrupted write", path, stale.name)
             run = cls(path=path, resumed=resumed, _lock=lock, _replaced=replaced)
             run.logger = _file_logger(path / "run.log")
         except BaseException:

@@ -210,3 +210,37 @@ def test_recovery_leaves_runs_whose_names_look_like_its_own_files_alone(tmp_path
     RunDir.open(tmp_path, "a", "x\n", overwrite=True).close()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert (tmp_path / "a" / "config.yaml").read_text() == "old: 1\n"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_the_next_atomic_write_removes_what_a_killed_writer_left(tmp_path):
+    dead = _dead_pid()
+    stale = tmp_path / f".final.pid{dead}.k1ll3d.tmp"
+    (stale / "model").mkdir(parents=True)
+    live = tmp_path / ".final.pid1.w0rk1n.tmp"  # pid 1 is always alive: that writer is still at work
+    live.mkdir()
+    other = tmp_path / f".other.pid{dead}.k1ll3d.tmp"  # another target's: not this write's business
+    other.mkdir()
+    with atomic_directory(tmp_path / "final") as tmp:
+        (tmp / "x").write_text("1")
+    assert not stale.exists() and live.is_dir() and other.is_dir()
+    assert (tmp_path / "final" / "x").read_text() == "1"
+
+
+def test_opening_a_run_removes_every_temporary_a_killed_process_left_in_it(tmp_path):
+    run = RunDir.open(tmp_path, "r", "a: 1\n")
+    run.close()
+    left = [run.path / ".final.abcd1234.tmp", run.path / "checkpoints" / f".step-00000004.pid{_dead_pid()}.x1y2.tmp",
+            run.path / ".config.yaml.pid1.q9w8.tmp"]  # under the run's lock even a live pid's is stale
+    for p in left[:2]:
+        p.mkdir()
+    left[2].write_text("half")
+    keep = run.path / "checkpoints" / "step-00000002"
+    keep.mkdir()
+    again = RunDir.open(tmp_path, "r", "a: 1\n", resume=True)
+    again.close()
+    assert not any(p.exists() for p in left) and keep.is_dir()

@@ -4,6 +4,12 @@ A config file may name base files with ``include: base.yaml`` (or a list); inclu
 first, in order, then the file itself, then command-line ``key=value`` overrides. OmegaConf
 interpolation (``${run.name}``) works across all of them. Every problem becomes a
 :class:`~mmalign.errors.ConfigError` whose single line names the file and line, or the key.
+
+An error names where the *final* value was set: the top file over its includes, an override
+(``override 'key=value'``) over both; a list or scalar that replaces a mapping or list drops the
+origins of what it replaced. YAML anchors and aliases are allowed, but a file whose aliases expand
+past :data:`MAX_CONFIG_NODES` values ("billion laughs") or refer to themselves is refused before it
+is expanded.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from mmalign.errors import ConfigError
 T = TypeVar("T")
 
 INCLUDE_KEY = "include"
+MAX_CONFIG_NODES = 100_000  # values in one config file once its aliases are expanded
 
 
 class _Origins:
@@ -39,17 +46,35 @@ class _Origins:
     def __init__(self) -> None:
         self.where: dict[str, str] = {}
 
+    def forget_below(self, key: str) -> None:
+        """Drop the origins of everything under ``key`` (its value was replaced as a whole)."""
+        for k in [k for k in self.where if k.startswith(key + ".")]:
+            del self.where[k]
+
+    def set(self, key: str, where: str, replaces: bool) -> None:
+        if replaces:
+            self.forget_below(key)
+        self.where[key] = where
+
     def record(self, path: Path, node: yaml.Node, prefix: str = "") -> None:
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-                self.where[key] = f"{path}:{key_node.start_mark.line + 1}"
+                self.set(key, f"{path}:{key_node.start_mark.line + 1}", not isinstance(value_node, yaml.MappingNode))
                 self.record(path, value_node, key)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 key = f"{prefix}.{i}"
-                self.where[key] = f"{path}:{item.start_mark.line + 1}"
+                self.set(key, f"{path}:{item.start_mark.line + 1}", not isinstance(item, yaml.MappingNode))
                 self.record(path, item, key)
+
+    def record_override(self, key: str, value: Any, label: str | None = None) -> None:
+        """``key`` (and everything in a list or mapping it sets) comes from ``override 'key'``."""
+        label = label or f"override '{key}'"
+        self.set(key, label, not isinstance(value, dict))
+        children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for k, item in children:
+            self.record_override(f"{key}.{k}", item, label)
 
     def locate(self, key: str) -> str | None:
         while key:
@@ -59,7 +84,29 @@ class _Origins:
         return None
 
 
-def _read_yaml(path: Path, origins: _Origins) -> dict[str, Any]:
+def _expanded_size(node: yaml.Node, path: Path, memo: dict[int, int], active: set[int]) -> int:
+    """How many values ``node`` holds once aliases are expanded (aliases share node objects, so
+    this is linear in the file even when the expansion is exponential)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: invalid YAML: an alias refers to itself")
+    active.add(key)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, path, memo, active) + _expanded_size(v, path, memo, active)
+                       for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, path, memo, active) for item in node.value)
+    else:
+        size = 1
+    active.discard(key)
+    memo[key] = size
+    return size
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+    """The file's mapping and its YAML node tree (for origins), refusing an oversized expansion."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -68,18 +115,23 @@ def _read_yaml(path: Path, origins: _Origins) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            size = _expanded_size(node, path, {}, set())
+            if size > MAX_CONFIG_NODES:
+                raise ConfigError(f"{path}: its YAML aliases expand to {size:,} values, above the limit of "
+                                  f"{MAX_CONFIG_NODES:,} (mmalign.config.loader.MAX_CONFIG_NODES)")
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{line}: invalid YAML: {exc.problem or exc.context}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if data is None:
-        return {}
+        return {}, None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: a config file must be a mapping of keys to values")
-    if node is not None:
-        origins.record(path, node)
-    return data
+    return data, node
 
 
 def load_yaml_tree(path: str | Path, _origins: _Origins | None = None, _stack: tuple = ()) -> tuple[DictConfig, _Origins]:
@@ -89,19 +141,24 @@ def load_yaml_tree(path: str | Path, _origins: _Origins | None = None, _stack: t
     resolved = path.resolve()
     if resolved in _stack:
         raise ConfigError(f"{path}: include cycle through {' -> '.join(str(p) for p in _stack)}")
-    data = _read_yaml(path, origins)
+    data, node = _read_yaml(path)
+    own = _Origins()  # this file's own lines: recorded after its includes', which it overrides
+    if node is not None:
+        own.record(path, node)
     includes = data.pop(INCLUDE_KEY, [])
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
-        raise ConfigError(f"{origins.locate(INCLUDE_KEY) or path}: '{INCLUDE_KEY}' must be a file name or a list of them")
+        raise ConfigError(f"{own.locate(INCLUDE_KEY) or path}: '{INCLUDE_KEY}' must be a file name or a list of them")
     merged = OmegaConf.create()
     for inc in includes:
         inc_path = (path.parent / inc) if not Path(inc).is_absolute() else Path(inc)
         if not inc_path.is_file():
-            raise ConfigError(f"{origins.locate(INCLUDE_KEY) or path}: included file not found: {inc}")
+            raise ConfigError(f"{own.locate(INCLUDE_KEY) or path}: included file not found: {inc}")
         base, _ = load_yaml_tree(inc_path, origins, _stack + (resolved,))
         merged = OmegaConf.merge(merged, base)
+    if node is not None:
+        origins.record(path, node)
     try:
         merged = OmegaConf.merge(merged, OmegaConf.create(data))
     except OmegaConfBaseException as exc:
@@ -245,8 +302,9 @@ def load_config(path: str | Path | None, schema: type[T], overrides: Sequence[st
     else:
         tree = OmegaConf.create()
     over = parse_overrides(overrides)
-    for key in _dotted_keys(over):
-        origins.where[key] = f"override '{key}'"
+    for item in overrides:  # as written: `run.seed=4` sets run.seed, not all of run
+        key, _, raw = item.partition("=")
+        origins.record_override(key.strip(), yaml.safe_load(raw) if raw.strip() else "")
     tree = OmegaConf.merge(tree, over)
     _check_keys(tree, schema, "", origins, source)
     try:
@@ -264,16 +322,6 @@ def load_config(path: str | Path | None, schema: type[T], overrides: Sequence[st
         raise ConfigError(f"{origins.locate(key) or source}: {key}: {_omegaconf_message(exc)}") from None
     _validate_ranges(obj, "", origins, source)
     return obj
-
-
-def _dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    if isinstance(cfg, DictConfig):
-        for k in cfg.keys():
-            full = f"{prefix}.{k}" if prefix else str(k)
-            keys.append(full)
-            keys.extend(_dotted_keys(cfg._get_node(k), full))
-    return keys
 
 
 def to_yaml(obj: Any) -> str:

@@ -10,6 +10,10 @@ An error names where the *final* value was set: the top file over its includes, 
 origins of what it replaced. YAML anchors and aliases are allowed, but a file whose aliases expand
 past :data:`MAX_CONFIG_NODES` values ("billion laughs") or refer to themselves is refused before it
 is expanded.
+
+Environment interpolations (``${oc.env:NAME}``) are secrets (:mod:`mmalign.utils.secrets`): the run
+uses their values, :func:`to_yaml` writes them unresolved, and ``run.name`` / ``run.output_dir``
+may not take one, since a path is written to disk and into logs in clear.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,11 +39,16 @@ from omegaconf.errors import (
 )
 
 from mmalign.errors import ConfigError
+from mmalign.utils import secrets
 
 T = TypeVar("T")
 
 INCLUDE_KEY = "include"
 MAX_CONFIG_NODES = 100_000  # values in one config file once its aliases are expanded
+PATH_KEYS = ("run.name", "run.output_dir")  # become directories: never from the environment
+UNRESOLVED_ATTR = "_mmalign_unresolved"  # on a loaded config: {dotted key: unresolved text} for to_yaml
+_ENV_NAME = re.compile(r"oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)")
+_REFERENCE = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}")
 
 
 class _Origins:
@@ -309,6 +320,12 @@ def load_config(path: str | Path | None, schema: type[T], overrides: Sequence[st
     _check_keys(tree, schema, "", origins, source)
     try:
         structured = OmegaConf.merge(OmegaConf.structured(schema), tree)
+        from_env = _environment_keys(structured)
+        for key in PATH_KEYS:
+            if key in from_env:
+                raise ConfigError(f"{origins.locate(key) or source}: {key}: takes a value from the environment "
+                                  f"({from_env[key]}), but a run path is written to disk and into logs in clear; "
+                                  f"give it in the config or as an override ({key}=...)")
         OmegaConf.resolve(structured)
         obj = OmegaConf.to_object(structured)
     except MissingMandatoryValue as exc:
@@ -321,9 +338,54 @@ def load_config(path: str | Path | None, schema: type[T], overrides: Sequence[st
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"{origins.locate(key) or source}: {key}: {_omegaconf_message(exc)}") from None
     _validate_ranges(obj, "", origins, source)
+    if from_env and dataclasses.is_dataclass(obj):
+        setattr(obj, UNRESOLVED_ATTR, from_env)
     return obj
 
 
+def _interpolations(node: Any, prefix: str, out: dict[str, str]) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _interpolations(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _interpolations(v, f"{prefix}.{i}", out)
+    elif isinstance(node, str) and "${" in node:
+        out[prefix] = node
+
+
+def _environment_keys(cfg: DictConfig) -> dict[str, str]:
+    """``{dotted key: unresolved text}`` of every value taken from the environment, directly or
+    through another key; registers the environment values as secrets."""
+    raw: dict[str, str] = {}
+    _interpolations(OmegaConf.to_container(cfg, resolve=False), "", raw)
+    found = {k: v for k, v in raw.items() if _ENV_NAME.search(v)}
+
+    def refers(text: str) -> bool:
+        return any(ref == k or k.startswith(ref + ".") or ref.startswith(k + ".")
+                   for ref in _REFERENCE.findall(text) for k in found)
+
+    while True:
+        more = {k: v for k, v in raw.items() if k not in found and refers(v)}
+        if not more:
+            break
+        found.update(more)
+    for text in found.values():
+        for name in _ENV_NAME.findall(text):
+            if name in os.environ:
+                secrets.register(name, os.environ[name])
+    return found
+
+
 def to_yaml(obj: Any) -> str:
-    """Render a schema instance (or any config) as YAML."""
-    return OmegaConf.to_yaml(OmegaConf.structured(obj) if dataclasses.is_dataclass(obj) else obj)
+    """Render a schema instance (or any config) as YAML; values a loaded config took from the
+    environment are written unresolved (``${oc.env:NAME}``), never their values."""
+    if not dataclasses.is_dataclass(obj):
+        return OmegaConf.to_yaml(obj)
+    unresolved: dict[str, str] = getattr(obj, UNRESOLVED_ATTR, {})
+    if not unresolved:
+        return OmegaConf.to_yaml(OmegaConf.structured(obj))
+    plain = OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(obj)))
+    for key, text in unresolved.items():
+        OmegaConf.update(plain, key, text, force_add=True)
+    return OmegaConf.to_yaml(plain)

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mmalign.utils.secrets import redact
+
 _TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?:pid(?P<pid>\d+)\.)?[^.]+\.tmp$")
 
 
@@ -71,8 +73,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Replace ``path`` with ``text`` atomically (environment secrets redacted: :mod:`mmalign.utils.secrets`)."""
+    atomic_write_bytes(path, redact(text).encode("utf-8"))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from mmalign.errors import ConfigError, RunLockedError, UserError
 from mmalign.utils.atomic import atomic_write_text, clean_stale_temporaries
+from mmalign.utils.secrets import RedactingFilter, redact
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -258,7 +259,7 @@ class RunDir:
         record = {"step": int(step), "time": round(time.time(), 3)}
         record.update({k: _jsonable(v) for k, v in metrics.items()})
         with self.metrics_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(redact(json.dumps(record)) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
@@ -320,6 +321,7 @@ def _file_logger(path: Path) -> logging.Logger:
     logger.propagate = False
     _close_handlers(logger)
     handler = logging.FileHandler(path, encoding="utf-8")
+    handler.addFilter(RedactingFilter())  # no environment secret in run.log
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     return logger

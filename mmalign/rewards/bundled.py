@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mmalign.errors import DataError
+from mmalign.errors import DataError, RewardError
 from mmalign.rewards.base import check_batch, stable_hash, to_scores
 
 # category -> (offset, scale): reward range is [offset, offset + scale]
@@ -283,8 +283,9 @@ class BundledTextReward:
         for i, (p, r) in enumerate(zip(prompts, responses)):
             try:
                 values.append(score(p, r))
-            except DataError as exc:
-                raise DataError(f"prompt index {i}: {exc}") from None
+            except DataError:
+                raise RewardError(self.kind, f"reward: not a bundled-task prompt: {last_human_turn(p)[:60]!r}",
+                                  index=i) from None
         return to_scores(values, len(prompts), source=f"{self.kind} reward")
 
     def fingerprint(self) -> str:

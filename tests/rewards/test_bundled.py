@@ -71,7 +71,7 @@ def test_sft_demonstrations_are_mostly_but_not_all_perfect():
 
 
 def test_unknown_prompt_is_a_data_error():
-    with pytest.raises(DataError, match="prompt index 1: .*not a bundled-task prompt"):
+    with pytest.raises(DataError, match="bundled_text reward: not a bundled-task prompt: 'Hi' for prompt index 1$"):
         build_reward({"kind": "bundled_text"})(["Human: Count from 1 to 3.\n\nAssistant:", "Human: Hi\n\nAssistant:"],
                                                [" 1 2 3", " hi"])
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.errors import one_line
+
 ROOT = Path(__file__).resolve().parents[2]
 REWARD_CONFIG = ROOT / "configs" / "reward" / "bt_bundled.yaml"
 HUGE_PAYOFFS = ("game.name=custom", "game.payoff1=[[1e308,-1e308],[1e308,-1e308]]",
@@ -24,14 +26,6 @@ def _games_config(tmp_path: Path, output_dir: Path, name: str = "t") -> str:
                     f"run: {{name: {name}, output_dir: {output_dir}}}\n"
                     "train: {seeds: 8, steps: 4, log_every: 2}\nanalysis: {plots: false}\n")
     return str(path)
-
-
-def _one_line(code: int, err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("mmalign: error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -47,13 +41,13 @@ def test_a_run_name_that_is_a_path_deletes_nothing(tmp_path, run_cli, bad):
     before = _snapshot(tmp_path)
     name = str(tmp_path / "victim") if bad == "ABSOLUTE" else bad
     code, _, err = run_cli("-q", "games", "run", cfg, f"run.name={name}", "--overwrite")
-    _one_line(code, err, "run.name")
+    one_line(code, err, "run.name")
     assert _snapshot(tmp_path) == before  # the sibling, the output dir and its finished run are untouched
 
 
 def test_resume_with_overwrite_is_refused_before_any_work(tmp_path, run_cli):
     code, _, err = run_cli("games", "run", _games_config(tmp_path, tmp_path / "runs"), "--resume", "--overwrite")
-    _one_line(code, err, "--overwrite and --resume")
+    one_line(code, err, "--overwrite and --resume")
     assert not (tmp_path / "runs").exists()
 
 
@@ -66,7 +60,7 @@ def test_a_new_run_that_fails_to_load_keeps_the_finished_run(tmp_path, run_cli):
     assert "DONE" in before and "final/model.safetensors" in before
     # the reward model is loaded after the run directory is opened
     code, _, err = run_cli(*args, f"model.path={tmp_path / 'no-such-model'}", "--overwrite")
-    _one_line(code, err, "model.path", "no-such-model")
+    one_line(code, err, "model.path", "no-such-model")
     assert _snapshot(tmp_path / "r") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".r.lock", "r"]  # nothing moved aside is left over
     # an overwrite that starts cleanly does replace it
@@ -80,7 +74,7 @@ def test_a_new_run_that_diverges_before_its_first_metrics_keeps_the_finished_run
     assert run_cli("-q", "games", "run", cfg)[0] == 0
     before = _snapshot(tmp_path / "runs")
     code, _, err = run_cli("-q", "games", "run", cfg, *HUGE_PAYOFFS, "--overwrite")
-    _one_line(code, err, "training diverged")
+    one_line(code, err, "training diverged")
     assert _snapshot(tmp_path / "runs") == before
 
 
@@ -98,7 +92,7 @@ def test_a_second_writer_is_refused_while_the_first_lives(tmp_path, run_cli):
             time.sleep(0.05)
         for flags in ((), ("--resume",), ("--overwrite",)):
             code, _, err = run_cli("-q", "games", "run", cfg, *flags)
-            _one_line(code, err, f"pid {first.pid} is writing this run")
+            one_line(code, err, f"pid {first.pid} is writing this run")
         assert first.poll() is None
     finally:
         first.send_signal(signal.SIGKILL)
@@ -130,5 +124,5 @@ checkpoint: {{every: 1, keep: 1}}
     before = _snapshot(tmp_path / "runs")
     assert "a/DONE" in before and "a/final/model.safetensors" in before
     code, _, err = run_cli("-q", "align", str(cfg), "reward.kind=python", f"reward.function={nan}:reward", "--overwrite")
-    _one_line(code, err, "calibration: reward", "non-finite score (nan)")
+    one_line(code, err, "calibration: reward", "non-finite score (nan)")
     assert _snapshot(tmp_path / "runs") == before

@@ -477,7 +477,8 @@ def plots(aggs: list[dict], fig_dir: Path, quick: bool) -> list[Path]:
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     train = [r for r in aggs if r["prompt_set"] == "train"]
-    kl_max = max([1.5] + [1.25 * (r["kl"]["mean"] or 0.0) for r in train])
+    # a runaway run (KL far past every budget) is left off the axes; its numbers are in the tables
+    kl_max = min(3.0, max([1.5] + [1.25 * (r["kl"]["mean"] or 0.0) for r in train]))
     paths = []
     for proc in PROCEDURE_ORDER:
         rows = [r for r in train if proc in r["win_rates"]]

@@ -19,9 +19,13 @@ def _pyplot():
 
 
 def frontier_curves(procedure: str, n: int, transforms: Sequence[str], kl_max: float, points: int) -> dict:
-    """Analytic (KL, win rate) curves for each transform at its best t (``mmalign frontier``)."""
+    """Analytic (KL, win rate) curves for each transform at its best t (``mmalign frontier``),
+    up to ``kl_max`` or the calculus's own limit, whichever is smaller (a policy measured far past
+    it is still plotted, beyond the curves' end)."""
     from mmalign.align import frontier
+    from mmalign.align.analytic import KL_MAX
 
+    kl_max = min(kl_max, KL_MAX)
     kls = list(np.geomspace(min(0.01, kl_max / 10), kl_max, points))
     curves: dict[str, tuple[list[float], list[float]]] = {}
     for name in transforms:

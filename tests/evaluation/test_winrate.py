@@ -133,3 +133,12 @@ def test_bootstrap_and_kl_helpers():
     assert 0.2 <= lo < 0.5 < hi <= 0.8
     est, se = kl_estimate([np.array([0.1, 0.3]), np.array([0.2, 0.2]), np.array([0.0, 0.4])])
     assert est == pytest.approx(0.2) and se == pytest.approx(0.0)
+
+
+def test_frontier_curves_stop_at_the_calculus_limit_instead_of_failing():
+    from mmalign.align.analytic import KL_MAX
+    from mmalign.evaluation.plots import frontier_curves
+
+    curves = frontier_curves("won", 4, ["identity"], 1.2 * 20.79, 3)  # a runaway policy's KL
+    kls, wins = curves["identity"]
+    assert max(kls) == pytest.approx(KL_MAX, rel=1e-3) and len(wins) == 3

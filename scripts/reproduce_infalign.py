@@ -485,7 +485,7 @@ def plots(aggs: list[dict], fig_dir: Path, quick: bool) -> list[Path]:
         if not rows:
             continue
         n = _proc_n(rows[0], proc)
-        points = [_plot_point(r, proc) for r in rows]
+        points = [_plot_point(r, proc) for r in rows if (r["kl"]["mean"] or 0.0) <= kl_max]
         curves = frontier_curves(proc, n, CURVES[proc], kl_max, 5 if quick else 16)
         name = "standard" if proc == "standard" else f"{'best' if proc == 'bon' else 'worst'}-of-{n}"
         title = f"{name} win rate vs KL on the training prompts (bundled task, toy Nano)"

@@ -289,7 +289,7 @@ class BundledTextReward:
         return to_scores(values, len(prompts), source=f"{self.kind} reward")
 
     def fingerprint(self) -> str:
-        if self.kind == "bundled_text":
-            return stable_hash({"kind": "bundled_text", "version": 1, "ranges": CATEGORY_RANGES})
-        return stable_hash({"kind": self.kind, "version": 1, "ranges": CATEGORY_RANGES,
-                            "style_weight": STYLE_WEIGHT})
+        identity = {"kind": self.kind, "version": 1, "ranges": CATEGORY_RANGES}
+        if self.kind == "bundled_smooth":
+            identity["style_weight"] = STYLE_WEIGHT
+        return stable_hash(identity)

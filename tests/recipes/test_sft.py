@@ -153,3 +153,11 @@ def test_resume_never_unpickles_code_from_a_planted_optimizer_state(run_cli, toy
     lines = err.strip().splitlines()
     assert not marker.exists()
     assert code == 2 and len(lines) == 1 and f"{planted}: cannot load the checkpoint's optimizer state" in lines[0], err
+
+
+def test_an_absurd_learning_rate_is_a_config_error_before_training(run_cli, toy_nano, tmp_path):
+    cfg = write_config(tmp_path / "sft.yaml", toy_nano, tmp_path)
+    code, out, err = run_cli("sft", cfg, "train.lr=1e38", "-q")  # AdamW would overflow float32
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "train.lr" in lines[0], err
+    assert not (tmp_path / "runs" / "sft-test").exists()

@@ -97,8 +97,8 @@ class AdvantageConfig:
 @dataclass
 class TrainConfig:
     steps: int = field(default=100, metadata={"ge": 1})
-    lr: float = field(default=1e-5, metadata={"gt": 0})
-    value_lr: float | None = field(default=None, metadata={"gt": 0})
+    lr: float = field(default=1e-5, metadata={"gt": 0, "le": 1e12})  # past ~1e30 AdamW overflows float32
+    value_lr: float | None = field(default=None, metadata={"gt": 0, "le": 1e12})
     weight_decay: float = field(default=0.0, metadata={"ge": 0})
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: str = field(default="constant", metadata={"choices": SCHEDULES})

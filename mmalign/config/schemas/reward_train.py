@@ -54,7 +54,7 @@ class RewardData:
 class RewardTrainLoop:
     """Optimisation of the Bradley-Terry loss ``-log sigmoid(r(x, y_c) - r(x, y_r))``."""
 
-    lr: float = field(default=1e-3, metadata={"gt": 0.0})
+    lr: float = field(default=1e-3, metadata={"gt": 0.0, "le": 1e12})  # past ~1e30 AdamW overflows float32
     weight_decay: float = field(default=0.0, metadata={"ge": 0.0})
     batch_size: int = field(default=32, metadata={"ge": 1})
     epochs: int = field(default=3, metadata={"ge": 1})

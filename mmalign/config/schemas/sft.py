@@ -19,7 +19,7 @@ class TrainLoopConfig:
     steps: int = field(default=100, metadata={"ge": 1})
     batch_size: int = field(default=8, metadata={"ge": 1})
     grad_accum: int = field(default=1, metadata={"ge": 1})
-    lr: float = field(default=1e-4, metadata={"gt": 0})
+    lr: float = field(default=1e-4, metadata={"gt": 0, "le": 1e12})  # past ~1e30 AdamW overflows float32
     weight_decay: float = field(default=0.0, metadata={"ge": 0})
     warmup_steps: int = field(default=0, metadata={"ge": 0})
     max_grad_norm: float = field(default=1.0, metadata={"ge": 0})  # 0: no clipping

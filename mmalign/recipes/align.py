@@ -203,12 +203,12 @@ class _NullBar:
 PLOTTED = ("reward_raw", "reward_calibrated", "reward_transformed", "kl", "beta")
 
 
-def _plot_run(run: RunDir) -> None:
+def _plot_run(run: RunDir, rows: list[dict]) -> None:
     """``plots/training.png``: reward, KL and beta over the steps."""
     from mmalign.evaluation.plots import plot_training_curves
 
     (run.path / "plots").mkdir(exist_ok=True)
-    plot_training_curves(run.path / "plots" / "training.png", run.read_metrics(), PLOTTED, title=run.path.name)
+    plot_training_curves(run.path / "plots" / "training.png", rows, PLOTTED, title=run.path.name)
 
 
 def _seed(*parts: Any) -> int:
@@ -455,14 +455,14 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
             accelerator.wait_for_everyone()
     bar.close()
 
+    rows = run.read_metrics() if run is not None else []
     if main:
         policy.save(run_path / "final")
-        _plot_run(run)
+        _plot_run(run, rows)
         run.finish()
     accelerator.wait_for_everyone()
     from mmalign.evaluation.plots import tenths
 
-    rows = run.read_metrics() if run is not None else []
     summary = {k: v for k in ("reward_raw", "reward_calibrated", "kl") if (v := tenths(rows, k)) is not None}
     return {"run_dir": str(run_path), "steps": tr.steps, "resumed_from": start, "metrics": last, "tenths": summary,
             "transform": phi.describe() if phi is not None else ("bond" if cfg.objective == "bond" else "raw"),

@@ -216,12 +216,16 @@ _QUALITY = {
 }
 
 
-def gold_reward(prompt: str, response: str) -> float:
-    """``offset + scale * quality`` for a bundled prompt; DataError for any other prompt."""
+def _parsed(prompt: str, kind: str) -> tuple[str, tuple]:
     parsed = parse_prompt(prompt)
     if parsed is None:
-        raise DataError(f"bundled_text reward: not a bundled-task prompt: {last_human_turn(prompt)[:60]!r}")
-    category, params = parsed
+        raise DataError(f"{kind} reward: not a bundled-task prompt: {last_human_turn(prompt)[:60]!r}")
+    return parsed
+
+
+def gold_reward(prompt: str, response: str) -> float:
+    """``offset + scale * quality`` for a bundled prompt; DataError for any other prompt."""
+    category, params = _parsed(prompt, "bundled_text")
     offset, scale = CATEGORY_RANGES[category]
     return offset + scale * quality(category, params, response)
 
@@ -239,13 +243,6 @@ def style_score(response: str) -> float:
     """Mean character weight of the stripped response, in [0, 1] (0 for an empty response)."""
     text = response.strip()
     return sum(_char_weight(ch) for ch in text) / len(text) if text else 0.0
-
-
-def _parsed(prompt: str, kind: str) -> tuple[str, tuple]:
-    parsed = parse_prompt(prompt)
-    if parsed is None:
-        raise DataError(f"{kind} reward: not a bundled-task prompt: {last_human_turn(prompt)[:60]!r}")
-    return parsed
 
 
 def smooth_reward(prompt: str, response: str) -> float:

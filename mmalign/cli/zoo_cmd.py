@@ -117,7 +117,7 @@ def _init(args: argparse.Namespace) -> int:
     if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
         raise UserError(f"--tokenizer: directory not found: {args.tokenizer}")
     if tier.family != "text":
-        from mmalign.multimodal.zoo import init_media_checkpoint
+        from mmalign.models.media_zoo import init_media_checkpoint
 
         init_media_checkpoint(tier, out, texts=texts, vocab_size=args.vocab_size, width_scale=args.width_scale,
                               num_layers=args.layers, context_length=args.context, seed=args.seed)

@@ -164,7 +164,7 @@ def load_policy(cfg: ModelConfig | str | Path, *, run_device: str = "auto", run_
     elif overrides:
         raise TypeError("pass overrides only with a path")
     if Path(cfg.path).is_dir():
-        from mmalign.multimodal.loading import checkpoint_kind, load_multimodal_policy
+        from mmalign.models.multimodal_loading import checkpoint_kind, load_multimodal_policy
 
         quiet_hf_progress()
 

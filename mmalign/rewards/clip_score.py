@@ -48,7 +48,7 @@ class ClipScoreReward:
         if isinstance(item, (str, Path)):
             if not Path(item).is_file():
                 raise DataError(f"clip_score: image file not found for prompt index {row}: {item}")
-            from mmalign.multimodal.media import load_image
+            from mmalign.models.media import load_image
 
             return self.preprocess(load_image(item, where=f"clip_score: prompt index {row}"))
         if isinstance(item, Image.Image):

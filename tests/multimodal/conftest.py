@@ -43,14 +43,14 @@ def mm_policy_dir(tmp_path_factory) -> Path:
     """A toy vision+audio policy (tiny Llama + toy ViT + toy audio encoder), saved."""
     from transformers import LlamaForCausalLM
 
+    from mmalign.models.multimodal import MultimodalPolicy
+    from mmalign.models.multimodal_loading import attach_media
     from mmalign.models.toy import (
         DEFAULT_CHAT_TEMPLATE,
         SAMPLE_TEXT,
         tiny_llama_config,
         train_bpe_tokenizer,
     )
-    from mmalign.multimodal.loading import attach_media
-    from mmalign.multimodal.policy import MultimodalPolicy
 
     tok = train_bpe_tokenizer(SAMPLE_TEXT * 10, vocab_size=320, chat_template=DEFAULT_CHAT_TEMPLATE,
                               extra_special_tokens=["<image>", "<audio>", "<video>"])
@@ -65,7 +65,7 @@ def mm_policy_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def mm_policy(mm_policy_dir):
-    from mmalign.multimodal.loading import load_multimodal_policy
+    from mmalign.models.multimodal_loading import load_multimodal_policy
 
     return load_multimodal_policy(mm_policy_dir, device="cpu", dtype="float32")
 

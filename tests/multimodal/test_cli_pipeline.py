@@ -12,8 +12,8 @@ import pytest
 
 from mmalign.cli.main import main
 from mmalign.data.loaders import load_sft
+from mmalign.models.adapters import AudioAdapter, VisionAdapter
 from mmalign.models.toy import SAMPLE_TEXT
-from mmalign.multimodal.adapters import AudioAdapter, VisionAdapter
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = ROOT / "configs" / "multimodal"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mmalign.errors import DataError
-from mmalign.multimodal.media import load_audio, load_image, media_kind, split_by_kind, video_frames
+from mmalign.models.media import load_audio, load_image, media_kind, split_by_kind, video_frames
 
 
 def test_kinds_by_extension_and_object(media_dir):

@@ -8,13 +8,13 @@ from mmalign.models.policy import Prompt
 
 
 def _policy(path, **kw):
-    from mmalign.multimodal.loading import load_multimodal_policy
+    from mmalign.models.multimodal_loading import load_multimodal_policy
 
     return load_multimodal_policy(path, device="cpu", dtype="float32", **kw)
 
 
 def test_checkpoint_kind_and_sampling_equals_scoring(tiny_llava_dir, media_dir):
-    from mmalign.multimodal.loading import checkpoint_kind
+    from mmalign.models.multimodal_loading import checkpoint_kind
 
     assert checkpoint_kind(tiny_llava_dir) == "native_vlm"
     policy = _policy(tiny_llava_dir)

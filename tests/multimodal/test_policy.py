@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mmalign.errors import DataError
+from mmalign.models.multimodal_sft import SourcedPrompt
 from mmalign.models.policy import Policy, Prompt, SequenceBatch
-from mmalign.multimodal.sft import SourcedPrompt
 
 
 def prompts(d):
@@ -46,7 +46,7 @@ def test_media_changes_the_distribution(mm_policy, media_dir):
 
 
 def test_save_load_round_trip_after_training(mm_policy, media_dir, tmp_path):
-    from mmalign.multimodal.loading import load_multimodal_policy
+    from mmalign.models.multimodal_loading import load_multimodal_policy
 
     batch = mm_policy.encode(prompts(media_dir), [" red", " high", " dark", " ok"], add_eos=True)
     opt = torch.optim.SGD(mm_policy.trainable_parameters(), lr=0.5)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mmalign.models.loading import load_policy
+from mmalign.models.multimodal import MultimodalPolicy
 from mmalign.models.policy import Prompt
-from mmalign.multimodal.policy import MultimodalPolicy
 
 
 def test_zoo_init_and_load_policy_dispatch(tmp_path, run_cli):

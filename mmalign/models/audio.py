@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmalign.multimodal.media import SAMPLE_RATE
+from mmalign.models.media import SAMPLE_RATE
 
 WINDOW = 400  # 25 ms at 16 kHz
 HOP = 160  # 10 ms at 16 kHz

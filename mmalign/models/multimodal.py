@@ -1,5 +1,5 @@
 """The vision/audio-language policy: :class:`~mmalign.models.text.TextPolicy` over a
-:class:`~mmalign.multimodal.lm.MultimodalLM`.
+:class:`~mmalign.models.multimodal_lm.MultimodalLM`.
 
 Only prompt construction changes. Each ``<image>`` / ``<audio>`` / ``<video>`` placeholder in a
 prompt's text takes the next media item of that kind (``Prompt.media``, in order) and becomes a
@@ -22,10 +22,10 @@ from typing import Any
 import torch
 
 from mmalign.errors import ConfigError, DataError, UserError
+from mmalign.models.media import KINDS, PLACEHOLDERS, describe, split_by_kind
+from mmalign.models.multimodal_lm import MultimodalLM
 from mmalign.models.policy import Prompt, Samples, SequenceBatch, as_prompt
 from mmalign.models.text import META_FILE, TRAINABLE_SCOPES, TextPolicy
-from mmalign.multimodal.lm import MultimodalLM
-from mmalign.multimodal.media import KINDS, PLACEHOLDERS, describe, split_by_kind
 
 ADAPTER_WEIGHTS = "media_adapters.safetensors"
 

@@ -3,7 +3,7 @@ randomly initialised checkpoints (at full or toy width), read with the text zoo'
 
 A ``vision`` or ``audio`` tier is an encoder + projector that ``pairs_with`` a text tier; a
 ``multimodal`` tier names one text, vision and audio tier. :func:`init_media_checkpoint` writes
-a :class:`~mmalign.multimodal.policy.MultimodalPolicy` checkpoint; with ``toy=True`` (or any
+a :class:`~mmalign.models.multimodal.MultimodalPolicy` checkpoint; with ``toy=True`` (or any
 ``width_scale < 1``) each encoder is replaced by its tier's ``toy`` sizes (a ViT of width 64, a
 2-layer audio encoder), so tests build every tier in seconds.
 """
@@ -73,10 +73,10 @@ def init_media_checkpoint(tier: Tier | str, out_dir: str | Path, *, texts: Itera
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from mmalign.models.media import PLACEHOLDERS
+    from mmalign.models.multimodal import MultimodalPolicy
+    from mmalign.models.multimodal_loading import attach_media
     from mmalign.models.toy import DEFAULT_CHAT_TEMPLATE, SAMPLE_TEXT, train_bpe_tokenizer
-    from mmalign.multimodal.loading import attach_media
-    from mmalign.multimodal.media import PLACEHOLDERS
-    from mmalign.multimodal.policy import MultimodalPolicy
 
     tier = get_tier(tier) if isinstance(tier, str) else tier
     toy = width_scale < 1 if toy is None else toy

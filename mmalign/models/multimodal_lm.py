@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mmalign.errors import DataError
-from mmalign.multimodal.adapters import MediaAdapter
+from mmalign.models.adapters import MediaAdapter
 
 
 class MultimodalLM(nn.Module):

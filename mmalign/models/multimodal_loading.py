@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from mmalign.errors import UserError
+from mmalign.models.adapters import NativeVisionAdapter, build_adapter
+from mmalign.models.media import PLACEHOLDERS
+from mmalign.models.multimodal import ADAPTER_WEIGHTS, MultimodalPolicy, freeze_encoders
+from mmalign.models.multimodal_lm import MultimodalLM
 from mmalign.models.text import META_FILE
-from mmalign.multimodal.adapters import NativeVisionAdapter, build_adapter
-from mmalign.multimodal.lm import MultimodalLM
-from mmalign.multimodal.media import PLACEHOLDERS
-from mmalign.multimodal.policy import ADAPTER_WEIGHTS, MultimodalPolicy, freeze_encoders
 from mmalign.utils.device import resolve_device, resolve_dtype
 from mmalign.utils.io_errors import check_model_dir, check_tokenizer_dir, reading
 

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from mmalign.errors import ConfigError
-from mmalign.multimodal.audio import AudioEncoder
-from mmalign.multimodal.media import PLACEHOLDERS, load_audio, load_image, video_frames
-from mmalign.multimodal.projector import build_projector
-from mmalign.multimodal.vision import OpenClipTower
+from mmalign.models.audio import AudioEncoder
+from mmalign.models.media import PLACEHOLDERS, load_audio, load_image, video_frames
+from mmalign.models.projector import build_projector
+from mmalign.models.vision import OpenClipTower
 
 
 class MediaAdapter(nn.Module):

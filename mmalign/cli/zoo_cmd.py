@@ -38,7 +38,7 @@ def _human(n: int) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from mmalign.models.zoo import estimate_params, list_tiers
+    from mmalign.zoo import estimate_params, list_tiers
 
     rows = [("TIER", "PARAMS", "PRECISION", "PLACEMENT", "CHECKPOINTS")]
     for t in list_tiers(args.family):
@@ -53,7 +53,7 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import yaml
 
-    from mmalign.models.zoo import estimate_params, get_tier
+    from mmalign.zoo import estimate_params, get_tier
 
     tier = get_tier(args.tier)
     data = tier.as_dict()
@@ -82,13 +82,8 @@ def _check_fits(params: int) -> None:
 def _init(args: argparse.Namespace) -> int:
     from mmalign.errors import UserError
     from mmalign.models.loading import quiet_hf_progress
-    from mmalign.models.zoo import (
-        estimate_params,
-        get_tier,
-        init_text_checkpoint,
-        scale_architecture,
-    )
     from mmalign.utils.progress import echo
+    from mmalign.zoo import build_tier, estimate_params, get_tier, scale_architecture
 
     quiet_hf_progress()
     tier = get_tier(args.tier)
@@ -116,18 +111,15 @@ def _init(args: argparse.Namespace) -> int:
             raise UserError(f"--text: {path} is empty")
     if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
         raise UserError(f"--tokenizer: directory not found: {args.tokenizer}")
+    if tier.family == "text":
+        arch = scale_architecture(tier.architecture, args.width_scale, args.layers)
+        _check_fits(estimate_params(arch, args.vocab_size))
+    build_tier(tier, out, texts=texts, vocab_size=args.vocab_size, width_scale=args.width_scale,
+               num_layers=args.layers, context_length=args.context,
+               tokenizer_dir=args.tokenizer if tier.family == "text" else None, seed=args.seed)
     if tier.family != "text":
-        from mmalign.models.media_zoo import init_media_checkpoint
-
-        init_media_checkpoint(tier, out, texts=texts, vocab_size=args.vocab_size, width_scale=args.width_scale,
-                              num_layers=args.layers, context_length=args.context, seed=args.seed)
         echo(f"wrote {tier.full_name} at width scale {args.width_scale} to {out}")
         return 0
-    arch = scale_architecture(tier.architecture, args.width_scale, args.layers)
-    _check_fits(estimate_params(arch, args.vocab_size))
-    init_text_checkpoint(tier, out, texts, vocab_size=args.vocab_size, width_scale=args.width_scale,
-                         num_layers=args.layers, context_length=args.context, tokenizer_dir=args.tokenizer,
-                         seed=args.seed)
     echo(f"wrote {tier.full_name} (hidden {arch['hidden_size']}, {arch['num_layers']} layers, "
          f"{arch['num_heads']}/{arch['num_kv_heads']} heads, ~{_human(estimate_params(arch, args.vocab_size))} "
          f"params) to {out}")

@@ -21,7 +21,7 @@ import torch
 def build_model(width_scale: float, layers: int, vocab: int, seed: int):
     from transformers import LlamaForCausalLM
 
-    from mmalign.models.zoo import get_tier, text_model_config
+    from mmalign.zoo import get_tier, text_model_config
 
     config = text_model_config(get_tier("pro"), vocab_size=vocab, width_scale=width_scale, num_layers=layers,
                                context_length=1024, bos_token_id=1, eos_token_id=2, pad_token_id=0)

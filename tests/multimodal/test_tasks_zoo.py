@@ -55,8 +55,7 @@ def test_missing_media_in_a_dataset_names_the_line(tmp_path):
 
 
 def test_tiers_are_data_and_name_real_checkpoints():
-    from mmalign.models.media_zoo import audio_spec, media_parts, vision_spec
-    from mmalign.models.zoo import list_tiers
+    from mmalign.zoo import audio_spec, list_tiers, media_parts, vision_spec
 
     tiers = {t.full_name: t for t in list_tiers() if t.family in ("vision", "audio", "multimodal")}
     assert set(tiers) == {f"{f}/{n}" for f in ("vision", "audio", "multimodal") for n in ("nano", "pro", "ultra")}
@@ -71,9 +70,9 @@ def test_tiers_are_data_and_name_real_checkpoints():
 def test_zoo_init_builds_tiers_at_toy_width(tier, tmp_path, media_dir):
     import torch
 
-    from mmalign.models.media_zoo import init_media_checkpoint
     from mmalign.models.multimodal_loading import load_multimodal_policy
     from mmalign.models.policy import Prompt
+    from mmalign.zoo import init_media_checkpoint
 
     out = init_media_checkpoint(tier, tmp_path / "ckpt", vocab_size=300, width_scale=0.01, num_layers=1)
     policy = load_multimodal_policy(out, device="cpu", dtype="float32")

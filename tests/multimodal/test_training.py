@@ -40,11 +40,11 @@ def _shapes_reward():
 @pytest.mark.slow
 def test_sft_then_ctrl_on_bundled_shapes(tmp_path):
     from mmalign.data.loaders import load_sft
-    from mmalign.models.media_zoo import init_media_checkpoint
     from mmalign.models.multimodal_loading import load_multimodal_policy
     from mmalign.models.multimodal_sft import answer_accuracy, sft, to_prompt
     from mmalign.models.toy import SAMPLE_TEXT
     from mmalign.utils.seed import seed_everything
+    from mmalign.zoo import init_media_checkpoint
 
     seed_everything(0)
     train, evals = load_sft("bundled:shapes/train"), load_sft("bundled:shapes/eval")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from mmalign.data import bundled_path
-from mmalign.models.zoo import get_tier, init_text_checkpoint
+from mmalign.zoo import get_tier, init_text_checkpoint
 
 
 @pytest.fixture(scope="module")

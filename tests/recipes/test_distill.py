@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mmalign.models.zoo import get_tier, init_text_checkpoint
+from mmalign.zoo import get_tier, init_text_checkpoint
 from tests.recipes.test_sft import task_texts
 
 

@@ -9,7 +9,7 @@ import torch
 
 from mmalign.data import bundled_path
 from mmalign.models.loading import load_policy
-from mmalign.models.zoo import get_tier, init_text_checkpoint
+from mmalign.zoo import get_tier, init_text_checkpoint
 
 
 def task_texts() -> list[str]:

@@ -1,17 +1,16 @@
-"""Tiers as data: ``model_zoo/<family>/<tier>.yaml`` plus one factory (the open_clip way).
+"""Tier specs: ``mmalign/zoo/specs/<family>/<tier>.yaml`` read into :class:`Tier` (the open_clip
+way: model configs as data inside the package).
 
 A tier names an architecture, its recommended precision and placement, and public checkpoints a
 user can map it to. ``width_scale`` shrinks the same spec (hidden, intermediate, depth, heads) so
-tests and laptops can instantiate a tier at toy width. Families: ``text`` now; ``vision``,
-``audio`` and ``multimodal`` use the same loader. The zoo lives next to the package
-(``<repo>/model_zoo``); ``MMALIGN_ZOO`` overrides the location.
+tests and laptops can instantiate a tier at toy width. Families: ``text``, ``vision``, ``audio``
+and ``multimodal``, all read by this loader. ``MMALIGN_ZOO`` points at another specs directory.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,21 @@ import yaml
 from mmalign.errors import ConfigError, UserError
 
 ENV_VAR = "MMALIGN_ZOO"
+SPECS = Path(__file__).resolve().parent / "specs"
 
 
 def zoo_root() -> Path:
-    """The model zoo directory (``$MMALIGN_ZOO`` or ``model_zoo/`` beside the package)."""
+    """The tier specs directory (``$MMALIGN_ZOO``, else ``specs/`` inside this package)."""
     env = os.environ.get(ENV_VAR)
-    root = Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "model_zoo"
+    root = Path(env).expanduser() if env else SPECS
     if not root.is_dir():
-        raise UserError(f"model zoo not found at {root}; set {ENV_VAR} to the model_zoo directory")
+        raise UserError(f"model zoo not found at {root}; set {ENV_VAR} to a directory of <family>/<tier>.yaml specs")
     return root
 
 
 @dataclass(frozen=True)
 class Tier:
-    """One tier spec, read from ``model_zoo/<family>/<name>.yaml``."""
+    """One tier spec, read from ``<zoo>/<family>/<name>.yaml``."""
 
     name: str
     family: str
@@ -134,58 +134,4 @@ def scale_architecture(arch: dict[str, Any], width_scale: float = 1.0, num_layer
     out.update(hidden_size=hidden, intermediate_size=inter, num_heads=heads, num_kv_heads=kv,
                num_layers=num_layers or max(1, int(round(arch["num_layers"] * width_scale))))
     out.pop("head_dim", None)
-    return out
-
-
-def text_model_config(tier: Tier, *, vocab_size: int, width_scale: float = 1.0, num_layers: int | None = None,
-                      context_length: int | None = None, bos_token_id: int | None = None,
-                      eos_token_id: int | None = None, pad_token_id: int | None = None):
-    """The transformers config of a text tier (at ``width_scale``)."""
-    from transformers import LlamaConfig
-
-    if tier.family != "text":
-        raise UserError(f"tier '{tier.full_name}' is not a text tier")
-    arch = scale_architecture(tier.architecture, width_scale, num_layers)
-    if arch.get("type", "llama") != "llama":
-        raise UserError(f"{tier.source}: architecture type '{arch.get('type')}' is not supported (use llama)")
-    return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=arch["hidden_size"], intermediate_size=arch["intermediate_size"],
-        num_hidden_layers=arch["num_layers"], num_attention_heads=arch["num_heads"],
-        num_key_value_heads=arch["num_kv_heads"],
-        max_position_embeddings=context_length or arch.get("context_length", 4096),
-        rope_theta=float(arch.get("rope_theta", 10000.0)), rms_norm_eps=float(arch.get("rms_norm_eps", 1e-5)),
-        tie_word_embeddings=bool(arch.get("tie_word_embeddings", False)),
-        bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
-
-
-def init_text_checkpoint(tier: Tier, out_dir: str | Path, texts: Iterable[str] | None = None, *,
-                         vocab_size: int = 512, width_scale: float = 1.0, num_layers: int | None = None,
-                         context_length: int | None = None, tokenizer_dir: str | Path | None = None,
-                         seed: int = 0) -> Path:
-    """Write a randomly initialised checkpoint of ``tier`` plus a tokenizer (trained on ``texts``,
-    or reused from ``tokenizer_dir`` so that several tiers share one vocabulary)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    from mmalign.models.toy import DEFAULT_CHAT_TEMPLATE, SAMPLE_TEXT, train_bpe_tokenizer
-
-    out = Path(out_dir)
-    if tokenizer_dir is not None:
-        from mmalign.utils.io_errors import check_tokenizer_dir, reading
-
-        check_tokenizer_dir(tokenizer_dir, "--tokenizer")
-        with reading(tokenizer_dir, "--tokenizer", what="tokenizer", broad=True):
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    else:
-        tokenizer = train_bpe_tokenizer(list(texts) if texts is not None else SAMPLE_TEXT * 20,
-                                        vocab_size=vocab_size, chat_template=DEFAULT_CHAT_TEMPLATE)
-    config = text_model_config(tier, vocab_size=len(tokenizer), width_scale=width_scale, num_layers=num_layers,
-                               context_length=context_length, bos_token_id=tokenizer.bos_token_id,
-                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
     return out

@@ -1,5 +1,5 @@
-"""Multimodal tiers: ``model_zoo/{vision,audio,multimodal}/<tier>.yaml`` → adapter specs and
-randomly initialised checkpoints (at full or toy width), read with the text zoo's loader.
+"""Multimodal tiers: ``specs/{vision,audio,multimodal}/<tier>.yaml`` → adapter specs and
+randomly initialised checkpoints (at full or toy width), read with the text tiers' loader.
 
 A ``vision`` or ``audio`` tier is an encoder + projector that ``pairs_with`` a text tier; a
 ``multimodal`` tier names one text, vision and audio tier. :func:`init_media_checkpoint` writes
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mmalign.errors import UserError
-from mmalign.models.zoo import Tier, get_tier, init_text_checkpoint
+from mmalign.zoo.text import init_text_checkpoint
+from mmalign.zoo.tiers import Tier, get_tier
 
 MEDIA_FAMILIES = ("vision", "audio", "multimodal")
 

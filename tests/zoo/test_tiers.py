@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmalign.models.loading import load_policy
-from mmalign.models.zoo import estimate_params, get_tier, list_tiers, scale_architecture
+from mmalign.zoo import estimate_params, get_tier, list_tiers, scale_architecture
 
 
 def test_three_text_tiers_grow():

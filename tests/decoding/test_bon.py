@@ -71,12 +71,30 @@ def test_rewards_scored_in_batches(policy):
 
 
 def test_blockwise_keeps_best_block(policy):
+    blocks: dict[str, list[list[str]]] = {}  # prompt -> the candidates scored at each block
+
+    def recording_reward(prompts, responses):
+        by_prompt: dict[str, list[str]] = {}
+        for p, r in zip(prompts, responses):
+            by_prompt.setdefault(getattr(p, "text", p), []).append(r)
+        for p, rs in by_prompt.items():
+            blocks.setdefault(p, []).append(rs)
+        return length_reward(prompts, responses)
+
     g = torch.Generator().manual_seed(1)
-    choices = blockwise_decode(policy, PROMPTS[:2], length_reward, block_size=3, num_candidates=4,
+    choices = blockwise_decode(policy, PROMPTS[:2], recording_reward, block_size=3, num_candidates=4,
                                max_new_tokens=9, generator=g)
+    assert len(choices) == 2
     for c in choices:
         assert c.response == c.candidates[c.index] and c.reward == max(c.rewards)
-        assert all(x.startswith(c.candidates[0][:0]) for x in c.candidates)
+        history = blocks[c.prompt]
+        assert history[-1] == c.candidates and all(len(cands) == 4 for cands in history)
+        # each block continues the longest (= highest-reward, first on ties) candidate of the one before
+        for before, after in zip(history, history[1:]):
+            kept = max(before, key=len)
+            assert all(x.startswith(kept) for x in after), (kept, after)
+        assert any(len(set(cands)) > 1 for cands in history)  # the choice was not trivial
+    assert max(len(h) for h in blocks.values()) >= 2  # at least one prompt went past its first block
     # with one greedy candidate per block it is plain greedy decoding
     greedy = blockwise_decode(policy, PROMPTS, length_reward, block_size=4, num_candidates=1,
                               max_new_tokens=12, greedy=True)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
+
+from mmalign.evaluation.stats import bootstrap_ci
 
 
 def _config(tmp_path, policy, reference, **extra):
@@ -38,12 +41,28 @@ def test_policy_against_itself(tmp_path, tiny_llama_dir, run_cli):
     labels = [w["label"] for w in results["win_rates"]]
     assert labels == ["standard", "best-of-2", "worst-of-2"]
     for w in results["win_rates"]:
-        assert 0.0 <= w["ci_low"] <= w["win_rate"] <= w["ci_high"] <= 1.0
+        # the estimate is the mean over the 3 prompts; its interval is the bootstrap over those
+        # prompts with the configured reps and seed
+        assert w["num_prompts"] == len(w["per_prompt"]) == 3
+        assert w["win_rate"] == pytest.approx(sum(w["per_prompt"]) / 3)
+        assert (w["ci_low"], w["ci_high"]) == pytest.approx(bootstrap_ci(np.array(w["per_prompt"]), reps=200, seed=3))
     report = (run / "report.md").read_text()
     assert "best-of-2" in report and "KL" in report
     for plot in results["plots"]:
         assert (run / plot).stat().st_size > 1000
     assert (run / "DONE").exists()
+
+
+def test_identical_deterministic_draws_tie_exactly(tmp_path, tiny_llama_dir, run_cli):
+    """top_k=1 makes both (identical) models emit the same text for a prompt, so every comparison
+    is a tie, which counts one half: each procedure's win rate and interval is exactly 0.5."""
+    cfg = _config(tmp_path, tiny_llama_dir, tiny_llama_dir, sampling={"max_new_tokens": 6, "top_k": 1})
+    code, _, err = run_cli("evaluate", "winrate", cfg, "--quiet")
+    assert code == 0, err
+    results = json.loads((tmp_path / "runs/wr/results.json").read_text())
+    assert results["policy_judge_reward_mean"] == results["reference_judge_reward_mean"]
+    for w in results["win_rates"]:
+        assert w["per_prompt"] == [0.5, 0.5, 0.5] and w["win_rate"] == w["ci_low"] == w["ci_high"] == 0.5, w
 
 
 def test_too_few_samples_for_procedure(tmp_path, tiny_llama_dir, run_cli):

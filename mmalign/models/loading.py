@@ -17,6 +17,8 @@ from typing import Any
 
 from mmalign.config.schemas.model import LoraConfig, ModelConfig
 from mmalign.errors import UserError
+from mmalign.models.gguf_source import is_gguf_file, load_gguf_model, load_gguf_tokenizer
+from mmalign.models.hub import check_hub_id
 from mmalign.models.text import META_FILE, TextPolicy
 from mmalign.utils.device import resolve_device, resolve_dtype
 from mmalign.utils.io_errors import check_model_dir, check_tokenizer_dir, reading
@@ -28,7 +30,9 @@ def resolve_checkpoint(path: str, key: str = "model.path") -> str:
     if p.is_dir():
         return str(p)
     if p.exists():
-        raise UserError(f"{key}: {path} is a file, expected a checkpoint directory")
+        if p.suffix.lower() == ".gguf":
+            return str(p)  # a GGUF file, de-quantised on load (mmalign.models.gguf_source)
+        raise UserError(f"{key}: {path} is a file, expected a checkpoint directory or a .gguf file")
     if path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path or path.endswith("/"):
         raise UserError(f"{key}: checkpoint directory not found: {path}")
     return path
@@ -48,6 +52,26 @@ def _from_pretrained(loader: Any, name: str, what: str, key: str, **kwargs: Any)
     (check_tokenizer_dir if what == "tokenizer" else check_model_dir)(name, key)
     with reading(name, key, what=what, broad=True):
         return loader.from_pretrained(name, **kwargs)
+
+
+def adapter_base(adapter_dir: Path, meta: dict[str, Any], key: str) -> str:
+    """The base checkpoint of a LoRA adapter: ``base_relative`` (recorded relative to the adapter, so
+    a run tree moved as a whole still loads), then the recorded ``base`` (absolute path or hub id),
+    then peft's ``base_model_name_or_path``; one line naming what was tried when none is there."""
+    recorded = meta.get("base") or _read_json(adapter_dir / "adapter_config.json", key).get("base_model_name_or_path")
+    relative = meta.get("base_relative")
+    if relative and (adapter_dir / relative).exists():
+        return str((adapter_dir / relative).resolve())
+    if not recorded:
+        raise UserError(f"{key}: {adapter_dir} is a LoRA adapter but names no base model")
+    if Path(recorded).expanduser().exists():
+        return resolve_checkpoint(recorded, key=f"{key}: base model")
+    looks_local = Path(recorded).is_absolute() or recorded.startswith((".", "~")) or recorded.count("/") > 1
+    if looks_local or relative:
+        tried = f"{recorded}" + (f" or {relative} relative to the adapter" if relative else "")
+        raise UserError(f"{key}: the base model of LoRA adapter {adapter_dir} is not found (recorded as {tried}); "
+                        f"put the base back there or set 'base' in {adapter_dir / META_FILE}")
+    return recorded  # a hub id
 
 
 def _saved_quantization(base: str, key: str) -> str | None:
@@ -98,10 +122,7 @@ def load_text_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: s
     if local and (Path(path) / "adapter_config.json").is_file():
         adapter_dir = path
         meta = _read_json(Path(path) / META_FILE, path_key) if (Path(path) / META_FILE).is_file() else {}
-        base = meta.get("base") or _read_json(Path(path) / "adapter_config.json", path_key).get("base_model_name_or_path")
-        if not base:
-            raise UserError(f"{path_key}: {path} is a LoRA adapter but names no base model")
-        base = resolve_checkpoint(base, key=f"{path}: base model")
+        base = adapter_base(Path(path), meta, path_key)
         if quantization == "none":
             quantization = meta.get("quantization", "none")
 
@@ -120,7 +141,16 @@ def load_text_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: s
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": device}
-    model = _from_pretrained(AutoModelForCausalLM, base, "model", path_key, **kwargs)
+    gguf = is_gguf_file(base)
+    if not gguf and not Path(base).is_dir() and check_hub_id(base, path_key):
+        kwargs["local_files_only"] = True  # a cached hub id: no network
+    if gguf:
+        if quantization != "none":
+            raise UserError(f"{path_key}: quantization '{quantization}' of a GGUF file is not supported; convert "
+                            "it first (python -m mmalign.models.gguf_source convert FILE DIR) and load DIR")
+        model = load_gguf_model(base, dtype=dtype, key=path_key)
+    else:
+        model = _from_pretrained(AutoModelForCausalLM, base, "model", path_key, **kwargs)
     if "device_map" not in kwargs:
         model.to(device)
     else:
@@ -129,8 +159,14 @@ def load_text_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: s
     tok_key = f"{key}.tokenizer" if cfg.tokenizer else path_key
     if cfg.tokenizer:
         tok_source = resolve_checkpoint(cfg.tokenizer, key=tok_key)
-    tokenizer = _from_pretrained(AutoTokenizer, tok_source, "tokenizer", tok_key,
-                                 trust_remote_code=cfg.trust_remote_code)
+    if is_gguf_file(tok_source):
+        tokenizer = load_gguf_tokenizer(tok_source, key=tok_key)
+    else:
+        tok_kwargs: dict[str, Any] = {}
+        if not Path(tok_source).is_dir() and check_hub_id(tok_source, tok_key):
+            tok_kwargs["local_files_only"] = True
+        tokenizer = _from_pretrained(AutoTokenizer, tok_source, "tokenizer", tok_key,
+                                     trust_remote_code=cfg.trust_remote_code, **tok_kwargs)
 
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -147,7 +183,7 @@ def load_text_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: s
             target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM"))
     elif quantization != "none":
         model.requires_grad_(False)  # quantised full weights are not trainable; use LoRA
-    base_name = str(Path(base).resolve()) if Path(base).is_dir() else base
+    base_name = str(Path(base).resolve()) if Path(base).exists() else base
     return TextPolicy(model, tokenizer, chat_template=cfg.chat_template, max_prompt_tokens=cfg.max_prompt_tokens,
                       truncation=cfg.truncation, reference_mode=cfg.reference, base=base_name,
                       quantization=quantization)

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -397,6 +398,9 @@ class TextPolicy:
         self.tokenizer.save_pretrained(out)
         meta = {"kind": "text", "adapter": self.is_peft, "base": self.base if self.is_peft else None,
                 "quantization": self.quantization, "chat_template": self.chat_template}
+        if self.is_peft and self.base and Path(self.base).is_absolute():
+            # relative to the adapter too, so a run tree moved (or copied) as a whole still loads
+            meta["base_relative"] = os.path.relpath(self.base, out.resolve())
         (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     def train(self, mode: bool = True) -> TextPolicy:

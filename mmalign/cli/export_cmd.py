@@ -7,6 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     from mmalign.cli.main import add_common_flags
+    from mmalign.export.prompts import EVAL_COUNT, EVAL_TOKENS, GREEDY_COUNT
 
     parser = sub.add_parser("export", help="export a checkpoint to GGUF, ONNX or bitsandbytes, with a parity report",
                             description="Export a Llama-architecture HF checkpoint for edge / PyTorch deployment "
@@ -19,8 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--eval-prompts", default=None, metavar="FILE",
                         help="held-out prompts for verification (.txt one per line, or .jsonl with 'prompt')")
-    parser.add_argument("--eval-count", type=int, default=20, metavar="P", help="number of prompts (20)")
-    parser.add_argument("--eval-tokens", type=int, default=32, metavar="T", help="greedy tokens per prompt (32)")
+    parser.add_argument("--eval-count", type=int, default=EVAL_COUNT, metavar="P",
+                        help=f"number of prompts ({EVAL_COUNT})")
+    parser.add_argument("--eval-tokens", type=int, default=EVAL_TOKENS, metavar="T",
+                        help=f"reference greedy tokens per prompt, scored teacher-forced ({EVAL_TOKENS})")
+    parser.add_argument("--greedy-prompts", type=int, default=GREEDY_COUNT, metavar="G",
+                        help=f"prompts also compared free-running, greedy agreement ({GREEDY_COUNT}; 0: none)")
+    parser.add_argument("--chat-template", default="auto", choices=("auto", "on", "off"),
+                        help="wrap prompts in the tokenizer's chat template (auto: if it has one)")
+    parser.add_argument("--keep-low-parity", action="store_true",
+                        help="keep an export whose parity is below its quant's floor (exit 0, with a warning)")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check")
     add_common_flags(parser)
     parser.set_defaults(func=_run)
@@ -34,14 +43,23 @@ def _run(args: argparse.Namespace) -> int:
     with reading(args.checkpoint, "--checkpoint"):  # corrupt weights / JSON: one line naming the file
         report = export_checkpoint(args.checkpoint, args.fmt, args.quant, args.out, overwrite=args.overwrite,
                                    eval_prompts=args.eval_prompts, eval_count=args.eval_count,
-                                   eval_tokens=args.eval_tokens, verify=not args.no_verify)
+                                   eval_tokens=args.eval_tokens, verify=not args.no_verify,
+                                   greedy_count=args.greedy_prompts, chat_template=args.chat_template,
+                                   keep_low_parity=args.keep_low_parity)
     line = (f"{report['format']} {report['quant']}: {report['size_bytes']:,} B "
             f"({report['size_ratio_vs_fp32']:.1%} of fp32) -> {args.out}")
     parity = report.get("parity")
     if parity:
         line += (f"; mean KL {parity['mean_kl']:.2e}, teacher-forced top-1 {parity['teacher_forced_agreement']:.1%}"
-                 f", logit rel err max {parity['logit_rel_err_max']:.2e}, greedy agreement "
-                 f"{parity['greedy_agreement']:.1%}, {parity['tokens_per_s']:.1f} tok/s "
-                 f"(pytorch {parity['reference_tokens_per_s']:.1f})")
+                 f", logit rel err max {parity['logit_rel_err_max']:.2e}")
+        if parity.get("greedy_prompts", -1) != 0:
+            line += (f", greedy agreement {parity['greedy_agreement']:.1%}, {parity['tokens_per_s']:.1f} tok/s "
+                     f"(pytorch {parity['reference_tokens_per_s']:.1f})")
+        line += f"; verified in {report.get('verify_seconds', 0):.0f} s"
     print(line)
+    floor = report.get("parity_floor") or {}
+    if floor and not floor.get("passed", True):
+        import sys
+
+        print(f"mmalign: warning: kept an export below its parity floor ({floor['why']})", file=sys.stderr)
     return 0

@@ -1,7 +1,9 @@
 """``export_checkpoint``: one export (GGUF / ONNX / bitsandbytes) plus its verification report.
 
 Everything is written to a temporary sibling of ``out`` that is renamed into place only when the
-export and its verification finished, so a failed export leaves nothing behind.
+export and its verification finished, so a failed export leaves nothing behind. An export whose
+parity misses the floor of its quant (:data:`mmalign.export.verify.THRESHOLDS`) raises
+:class:`ParityError` and leaves nothing either, unless ``keep_low_parity``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +22,27 @@ from mmalign.errors import UserError
 from mmalign.export.bnb_export import BNB_QUANTS
 from mmalign.export.gguf_export import QUANTS as GGUF_QUANTS
 from mmalign.export.onnx_quant import ONNX_QUANTS
-from mmalign.export.prompts import load_prompts
+from mmalign.export.prompts import EVAL_COUNT, EVAL_TOKENS, encode_prompts, load_prompts
 from mmalign.export.report import write_report
 from mmalign.export.source import Checkpoint, open_checkpoint
 from mmalign.export.tokenizer_meta import special_token_ids
+from mmalign.export.verify import THRESHOLDS, below_threshold
 from mmalign.utils.atomic import atomic_directory, atomic_write_text
 from mmalign.utils.progress import echo
 
 FORMATS: dict[str, tuple[str, ...]] = {"gguf": GGUF_QUANTS, "onnx": ONNX_QUANTS, "bnb": BNB_QUANTS}
 DEFAULT_QUANT = {"gguf": "q8_0", "onnx": "int8", "bnb": "nf4"}
+
+
+class ParityError(UserError):
+    """The export's parity is below the documented floor of its quant; nothing was written."""
+
+    exit_code = 3
+
+    def __init__(self, fmt: str, quant: str, why: str) -> None:
+        self.fmt, self.quant, self.why = fmt, quant, why
+        super().__init__(f"{fmt} {quant} export fails its parity check ({why}); nothing written "
+                         "(pass --keep-low-parity to keep it anyway)")
 
 
 def check_format(fmt: str, quant: str | None) -> str:
@@ -108,17 +123,31 @@ def _model_files(fmt: str, out: Path, manifest: Manifest) -> dict[str, int]:
 
 
 def export_checkpoint(checkpoint: str | Path, fmt: str, quant: str | None, out: str | Path, *,
-                      overwrite: bool = False, eval_prompts: str | Path | None = None, eval_count: int = 20,
-                      eval_tokens: int = 32, verify: bool = True) -> dict[str, Any]:
-    """Export ``checkpoint`` to ``out`` and verify it; returns the export report (also written to ``out``)."""
+                      overwrite: bool = False, eval_prompts: str | Path | None = None,
+                      eval_count: int = EVAL_COUNT, eval_tokens: int = EVAL_TOKENS, verify: bool = True,
+                      greedy_count: int | None = None, chat_template: str = "auto",
+                      keep_low_parity: bool = False) -> dict[str, Any]:
+    """Export ``checkpoint`` to ``out`` and verify it; returns the export report (also written to ``out``).
+
+    Verification: ``eval_count`` prompts (chat-templated if the tokenizer has a template and
+    ``chat_template`` is not ``off``), ``eval_tokens`` greedy reference tokens each, teacher-forced
+    KL / top-1 on all, free-running greedy agreement on the first ``greedy_count`` (None: all).
+    Parity below the quant's floor raises :class:`ParityError` unless ``keep_low_parity``.
+    """
     quant = check_format(fmt, quant)
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise UserError(f"{out}: output directory exists; pass --overwrite to replace it")
     if eval_tokens < 1:
         raise UserError(f"--eval-tokens must be >= 1 (got {eval_tokens})")
-    prompts = load_prompts(eval_prompts, eval_count) if verify else []
+    if chat_template not in ("auto", "on", "off"):
+        raise UserError(f"--chat-template must be auto, on or off (got '{chat_template}')")
+    if greedy_count is not None and greedy_count < 0:
+        raise UserError(f"--greedy-prompts must be >= 0 (got {greedy_count})")
+    if verify:
+        load_prompts(eval_prompts, eval_count)  # a bad prompts file fails before the slow export
     with open_checkpoint(checkpoint, require_llama=fmt != "bnb") as ckpt:
+        prompt_ids = _prompt_ids(ckpt, eval_prompts, eval_count, chat_template) if verify else []
         echo(f"loading {ckpt.path}")
         model = ckpt.load_model()
         num_params = sum(p.numel() for p in model.parameters())
@@ -145,8 +174,16 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, quant: str | None, out: 
                 "parity": None,
             }
             if verify:
-                echo(f"verifying on {len(prompts)} prompts x {eval_tokens} tokens")
-                report["parity"] = _verify(ckpt, model, fmt, quant, tmp, manifest, prompts, eval_tokens)
+                echo(f"verifying on {len(prompt_ids)} prompts x {eval_tokens} tokens")
+                start = time.perf_counter()
+                report["parity"] = _verify(model, fmt, quant, tmp, manifest, prompt_ids, eval_tokens, greedy_count)
+                report["verify_seconds"] = round(time.perf_counter() - start, 1)
+                why = below_threshold(report["parity"], quant)
+                min_top1, max_kl = THRESHOLDS.get(quant, (None, None))
+                report["parity_floor"] = {"teacher_forced_agreement_min": min_top1, "mean_kl_max": max_kl,
+                                          "passed": why is None, "why": why}
+                if why and not keep_low_parity:
+                    raise ParityError(fmt, quant, why)
             write_report(tmp, report)
             _make_readable(tmp)
     return report
@@ -161,13 +198,23 @@ def _make_readable(directory: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def _verify(ckpt: Checkpoint, model: Any, fmt: str, quant: str, out: Path, manifest: Manifest,
-            prompts: list[str], eval_tokens: int) -> dict[str, Any]:
-    from tokenizers import Tokenizer
+def _prompt_ids(ckpt: Checkpoint, eval_prompts: str | Path | None, eval_count: int,
+                chat_template: str) -> list[list[int]]:
+    from transformers import AutoTokenizer
 
+    from mmalign.export.prompts import uses_chat_template
+    from mmalign.utils.io_errors import reading
+
+    with reading(ckpt.path, "--checkpoint", what="tokenizer", broad=True):
+        tok = AutoTokenizer.from_pretrained(str(ckpt.path))
+    chat = uses_chat_template(tok, chat_template)
+    return encode_prompts(tok, load_prompts(eval_prompts, eval_count, chat=chat), chat=chat)
+
+
+def _verify(model: Any, fmt: str, quant: str, out: Path, manifest: Manifest, prompt_ids: list[list[int]],
+            eval_tokens: int, greedy_count: int | None) -> dict[str, Any]:
     from mmalign.export.verify import TorchRunner, measure_parity
 
-    tokenizer = Tokenizer.from_file(str(ckpt.path / "tokenizer.json"))
-    prompt_ids = [tokenizer.encode(p).ids or [manifest.bos_token_id or 0] for p in prompts]
     exported = _exported_runner(fmt, quant, out, manifest)
-    return measure_parity(TorchRunner(model), exported, prompt_ids, eval_tokens, manifest.eos_token_ids).as_dict()
+    return measure_parity(TorchRunner(model), exported, prompt_ids, eval_tokens, manifest.eos_token_ids,
+                          greedy_count).as_dict()

@@ -27,12 +27,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     parity = report.get("parity")
     if parity:
         lines += ["| metric | value |", "|---|---|"]
-        for key in ("prompts", "new_tokens", "logit_rel_err_max", "logit_rel_err_mean", "greedy_agreement",
-                    "strict_agreement", "teacher_forced_agreement", "mean_kl", "tokens_per_s", "reference_tokens_per_s", "runtime",
-                    "reference_runtime"):
+        for key in ("prompts", "new_tokens", "teacher_forced_agreement", "mean_kl", "kl_max", "logit_rel_err_max",
+                    "logit_rel_err_mean", "greedy_prompts", "greedy_agreement", "strict_agreement", "tokens_per_s",
+                    "reference_tokens_per_s", "runtime", "reference_runtime"):
             if key in parity:
                 lines.append(f"| {key} | {_fmt(parity[key])} |")
-        lines += ["", "Relative logit error = max|Δlogits| / max|logits_ref| per prompt (teacher-forced on "
+        floor = report.get("parity_floor")
+        if floor and floor.get("teacher_forced_agreement_min") is not None:
+            verdict = "passed" if floor["passed"] else f"FAILED ({floor['why']}); kept on request"
+            lines += ["", f"Parity floor for {report['quant']}: teacher-forced top-1 >= "
+                      f"{floor['teacher_forced_agreement_min']:.0%} and mean KL <= {floor['mean_kl_max']:g}: {verdict}."]
+        lines += ["", "Teacher-forced top-1 and mean KL are measured on every prompt over PyTorch's greedy "
+                  "continuation; greedy_prompts = how many prompts were also compared free-running (-1: all).",
+                  "", "Relative logit error = max|Δlogits| / max|logits_ref| per prompt (teacher-forced on "
                   "prompt + reference greedy continuation); greedy agreement = share of positions where the "
                   "greedy outputs (stopping at EOS) equal PyTorch's; strict agreement = the same over all P×T "
                   "free-running positions, past EOS too; mean KL = mean KL(p_ref ‖ p_exported) of the next-token "

@@ -72,9 +72,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _merge_adapter(adapter_dir: Path, tmp: Path) -> Path:
     """Merge a peft LoRA adapter into its base model; saves the result under ``tmp``."""
-    cfg = _read_json(adapter_dir / "adapter_config.json")
-    base = cfg.get("base_model_name_or_path")
-    if not base or not Path(base).is_dir():
+    from mmalign.models.loading import adapter_base
+    from mmalign.models.text import META_FILE
+
+    _read_json(adapter_dir / "adapter_config.json")
+    meta = _read_json(adapter_dir / META_FILE) if (adapter_dir / META_FILE).is_file() else {}
+    base = adapter_base(adapter_dir, meta, "--checkpoint")
+    if not Path(base).is_dir():
         raise UserError(f"{adapter_dir / 'adapter_config.json'}: base_model_name_or_path '{base}' is not a local "
                         "directory; merge the adapter first or export the base model")
     import torch

@@ -1,6 +1,10 @@
 """Parity of an exported model with the PyTorch model it came from.
 
-On each held-out prompt the reference (PyTorch fp32) greedily generates ``T`` tokens. Then:
+On each held-out prompt the reference (PyTorch fp32) greedily generates ``T`` tokens; the exported
+model then runs one teacher-forced pass per prompt over prompt + that continuation (as llama.cpp's
+``perplexity --kl-divergence`` does), which is cheap even for a slow runtime. The primary numbers
+are the mean KL and the teacher-forced top-1 agreement; free-running greedy agreement is a
+secondary column, computed on the first ``greedy_count`` prompts only (all by default). Then:
 
 - **logit relative error** of a prompt = ``max|Δlogits| / max|logits_ref|`` over every position of
   prompt + reference continuation (teacher-forced, one full-sequence pass each); the report gives
@@ -108,6 +112,8 @@ class Parity:
     runtime: str
     reference_runtime: str
     mean_kl: float = float("nan")
+    greedy_prompts: int = -1  # prompts the free-running greedy agreement was measured on (-1: all)
+    kl_max: float = float("nan")  # the largest per-position KL
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,27 +175,60 @@ def next_token_kl(ref_logits: np.ndarray, exp_logits: np.ndarray) -> np.ndarray:
     return np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
 
 
-def compare(ref: Reference, exported: Runner, eos_ids: Sequence[int] = ()) -> Parity:
-    """Parity of ``exported`` against a computed :class:`Reference` (see the module docstring)."""
-    exp_out, exp_tps = _timed_greedy(exported, ref.prompt_ids, ref.new_tokens)
+def compare(ref: Reference, exported: Runner, eos_ids: Sequence[int] = (),
+            greedy_count: int | None = None) -> Parity:
+    """Parity of ``exported`` against a computed :class:`Reference` (see the module docstring);
+    the free-running greedy comparison uses the first ``greedy_count`` prompts (None: all, 0: none)."""
+    g = len(ref.prompt_ids) if greedy_count is None else max(0, min(greedy_count, len(ref.prompt_ids)))
+    exp_out, exp_tps = _timed_greedy(exported, ref.prompt_ids[:g], ref.new_tokens) if g else ([], float("nan"))
     rel, strict, tf_agree, kls = [], [], [], []
     same_total, positions = 0, 0
-    for prompt, ref_cont, ref_logits, exp_cont in zip(ref.prompt_ids, ref.continuations, ref.logits, exp_out):
+    for i, (prompt, ref_cont, ref_logits) in enumerate(zip(ref.prompt_ids, ref.continuations, ref.logits)):
         exp_logits = exported.logits(prompt + ref_cont)
         rel.append(float(np.abs(exp_logits - ref_logits).max() / max(np.abs(ref_logits).max(), 1e-12)))
-        strict.extend(int(a == b) for a, b in zip(ref_cont, exp_cont))
-        same, length = output_agreement(until_eos(ref_cont, eos_ids), until_eos(exp_cont, eos_ids))
-        same_total, positions = same_total + same, positions + length
+        if i < g:
+            exp_cont = exp_out[i]
+            strict.extend(int(a == b) for a, b in zip(ref_cont, exp_cont))
+            same, length = output_agreement(until_eos(ref_cont, eos_ids), until_eos(exp_cont, eos_ids))
+            same_total, positions = same_total + same, positions + length
         positions_next = slice(len(prompt) - 1, len(prompt) - 1 + len(ref_cont))
         predicted = exp_logits[positions_next].argmax(axis=-1)
         tf_agree.extend((predicted == np.asarray(ref_cont)).astype(int).tolist())
         kls.extend(next_token_kl(ref_logits[positions_next], exp_logits[positions_next]).tolist())
+    nan = float("nan")
     return Parity(len(ref.prompt_ids), ref.new_tokens, max(rel), float(np.mean(rel)),
-                  same_total / max(positions, 1), float(np.mean(strict)), float(np.mean(tf_agree)), exp_tps,
-                  ref.tokens_per_s, exported.name, ref.name, float(np.mean(kls)) if kls else float("nan"))
+                  same_total / positions if positions else nan, float(np.mean(strict)) if strict else nan,
+                  float(np.mean(tf_agree)), exp_tps, ref.tokens_per_s, exported.name, ref.name,
+                  float(np.mean(kls)) if kls else nan, greedy_prompts=g if greedy_count is not None else -1,
+                  kl_max=float(np.max(kls)) if kls else nan)
 
 
 def measure_parity(reference: Runner, exported: Runner, prompt_ids: list[list[int]], new_tokens: int,
-                   eos_ids: Sequence[int] = ()) -> Parity:
+                   eos_ids: Sequence[int] = (), greedy_count: int | None = None) -> Parity:
     """Compare ``exported`` with ``reference`` on tokenised prompts (outputs stop at ``eos_ids``)."""
-    return compare(run_reference(reference, prompt_ids, new_tokens), exported, eos_ids)
+    return compare(run_reference(reference, prompt_ids, new_tokens), exported, eos_ids, greedy_count)
+
+
+#: The floor an export's parity must reach, per quant (teacher-forced top-1 at least, mean KL in
+#: nats at most). Floors catch a broken file (a wrong layout, garbage int8: top-1 near 0, KL of
+#: several nats), not a merely lossy one; the numbers a quant reaches on a real model are in
+#: docs/export.md. ``mmalign export`` exits non-zero below them unless told to keep the file.
+THRESHOLDS: dict[str, tuple[float, float]] = {
+    "fp32": (0.98, 0.01), "f32": (0.98, 0.01), "f16": (0.98, 0.01),
+    "int8": (0.90, 0.10), "q8_0": (0.90, 0.10),
+    "int4": (0.50, 1.00), "q4_0": (0.50, 1.00), "nf4": (0.50, 1.00),
+}
+
+
+def below_threshold(parity: dict[str, Any], quant: str) -> str | None:
+    """Why ``parity`` (a :meth:`Parity.as_dict`) misses the floor of ``quant``, or None if it does not."""
+    if quant not in THRESHOLDS:
+        return None
+    min_top1, max_kl = THRESHOLDS[quant]
+    top1, kl = parity["teacher_forced_agreement"], parity["mean_kl"]
+    misses = []
+    if not top1 >= min_top1:
+        misses.append(f"teacher-forced top-1 {top1:.1%} < {min_top1:.0%}")
+    if not kl <= max_kl:
+        misses.append(f"mean KL {kl:.3g} > {max_kl:g}")
+    return ", ".join(misses) or None

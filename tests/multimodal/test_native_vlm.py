@@ -56,9 +56,8 @@ def test_save_load_round_trip(tiny_llava_dir, media_dir, tmp_path):
     assert torch.allclose(_policy(tmp_path / "saved").score(batch), before, atol=1e-6)
 
 
-def test_best_of_n_and_ctrl_step(tiny_llava_dir, media_dir):
+def test_best_of_n_encodes_each_image_once(tiny_llava_dir, media_dir):
     from mmalign.decoding.bon import best_of_n
-    from tests.multimodal.ctrl_helpers import ctrl_step, reference_rewards
 
     policy = _policy(tiny_llava_dir)
     tower = policy.model.lm.model.vision_tower
@@ -70,14 +69,27 @@ def test_best_of_n_and_ctrl_step(tiny_llava_dir, media_dir):
     assert sizes == [2] and [len(c.candidates) for c in choices] == [6, 6]
     assert all(c.reward == max(c.rewards) for c in choices)
 
-    ref = policy.reference()
-    reward = lambda p, r: [float(x.count("e")) for x in r]  # noqa: E731
-    refs = reference_rewards(ref, ps, reward, k=8, max_new_tokens=4)
-    before = [p.detach().clone() for p in policy.trainable_parameters()]
-    opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-3)
-    stats = ctrl_step(policy, ref, ps, reward, refs, opt, n=4, max_new_tokens=4)
-    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values()) and 0 <= stats["calibrated"] <= 1
-    assert any(not torch.equal(a, b) for a, b in zip(before, policy.trainable_parameters()))
+
+def test_align_recipe_trains_a_native_vlm(tiny_llava_dir, media_dir, tmp_path, run_cli):
+    """One CTRL step of the real ``align`` recipe: the saved policy is still a native VLM and scores
+    an image prompt differently from the one it started from."""
+    from mmalign.models.multimodal_loading import checkpoint_kind
+    from tests.multimodal import recipe_runs
+
+    prompts = recipe_runs.write_prompts(tmp_path / "prompts.jsonl", [
+        {"prompt": "<image> Colour?", "images": [str(media_dir / "red.png")]},
+        {"prompt": "<image> Colour?", "images": [str(media_dir / "blue.jpg")]}])
+    run = recipe_runs.align(run_cli, tmp_path, tiny_llava_dir, prompts, reward=recipe_runs.python_reward("code_points"),
+                            calibration={"num_samples": 16})
+    (row,) = [m for m in recipe_runs.metrics(run) if "reward_calibrated" in m]
+    assert 0 < row["reward_calibrated"] < 1 and row["grad_norm"] > 0, row
+    assert checkpoint_kind(run / "final") == "native_vlm"
+    batch_prompt = [Prompt("<image> Colour?", [str(media_dir / "red.png")])]
+    before, after = _policy(tiny_llava_dir), _policy(run / "final")
+    with torch.no_grad():
+        lp_before = before.score(before.encode(batch_prompt, [" red"]))
+        lp_after = after.score(after.encode(batch_prompt, [" red"]))
+    assert not torch.allclose(lp_before, lp_after, atol=1e-6)
 
 
 def test_trainable_scopes_keep_the_vision_tower_frozen(tiny_llava_dir):

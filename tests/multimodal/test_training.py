@@ -1,30 +1,40 @@
-"""Training end to end on CPU: a CTRL step on the adapter policy (default suite), and the
-documented SFT-then-CTRL run on the bundled shapes task (slow)."""
+"""Training end to end on CPU through the real recipes: one ``align`` (CTRL) step on the adapter
+policy with image and audio prompts (default suite), and the documented SFT-then-CTRL run on the
+bundled shapes task (slow)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
+from safetensors.torch import load_file
 
-from mmalign.models.policy import Prompt
-from tests.multimodal.ctrl_helpers import ctrl_step, reference_rewards
+from tests.multimodal import recipe_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_ctrl_step_on_image_and_audio_prompts(mm_policy, media_dir):
-    ps = [Prompt("<image> Colour?", [str(media_dir / "red.png")]), Prompt("<audio> Pitch?", [str(media_dir / "tone.wav")])]
-    ref = mm_policy.reference()
-    reward = lambda p, r: [float(x.count("a")) - 0.1 * len(x) for x in r]  # noqa: E731
-    refs = reference_rewards(ref, ps, reward, k=8, max_new_tokens=4)
-    opt = torch.optim.AdamW(mm_policy.trainable_parameters(), lr=1e-3)
-    proj = mm_policy.model.adapters["vision"].projector[0].weight
-    before = proj.detach().clone()
-    stats = ctrl_step(mm_policy, ref, ps, reward, refs, opt, n=4, max_new_tokens=4)
-    assert {"pg_loss", "grad_norm", "calibrated"} <= set(stats)
-    assert not torch.equal(before, proj.detach())  # the gradient reached the projector
+def test_align_step_on_image_and_audio_prompts(mm_policy_dir, media_dir, tmp_path, run_cli):
+    prompts = recipe_runs.write_prompts(tmp_path / "prompts.jsonl", [
+        {"prompt": "<image> Colour?", "images": [str(media_dir / "red.png")]},
+        {"prompt": "<audio> Pitch?", "audio": [str(media_dir / "tone.wav")]}])
+    run = recipe_runs.align(run_cli, tmp_path, mm_policy_dir, prompts, reward=recipe_runs.python_reward("code_points"),
+                            calibration={"num_samples": 16})
+    (row,) = [m for m in recipe_runs.metrics(run) if "reward_calibrated" in m]
+    assert row["step"] == 1 and 0 < row["reward_calibrated"] < 1 and row["grad_norm"] > 0, row
+    before = load_file(str(mm_policy_dir / "media_adapters.safetensors"))
+    after = load_file(str(run / "final" / "media_adapters.safetensors"))
+    assert before.keys() == after.keys()
+
+    def changed(prefix):
+        keys = [k for k in before if k.startswith(prefix)]
+        assert keys, prefix
+        return any(not before[k].equal(after[k]) for k in keys)
+
+    # the gradient of the one update reached both projectors (each through its own media prompt);
+    # the encoders stay frozen
+    assert changed("vision.projector.") and changed("audio.projector.")
+    assert not changed("vision.tower.") and not changed("audio.encoder.")
 
 
 def _shapes_reward():
@@ -38,10 +48,10 @@ def _shapes_reward():
 
 
 @pytest.mark.slow
-def test_sft_then_ctrl_on_bundled_shapes(tmp_path):
+def test_sft_then_ctrl_on_bundled_shapes(tmp_path, run_cli, monkeypatch):
     from mmalign.data.loaders import load_sft
     from mmalign.models.multimodal_loading import load_multimodal_policy
-    from mmalign.models.multimodal_sft import answer_accuracy, sft, to_prompt
+    from mmalign.models.multimodal_sft import answer_accuracy, sft
     from mmalign.models.toy import SAMPLE_TEXT
     from mmalign.utils.seed import seed_everything
     from mmalign.zoo import init_media_checkpoint
@@ -64,13 +74,18 @@ def test_sft_then_ctrl_on_bundled_shapes(tmp_path):
     overall = (acc_colour + acc_shape) / 2  # chance: (0.25 + 0.333) / 2 = 0.29
     assert acc_colour >= 0.75 and overall >= 0.55
 
-    # short CTRL run on the shape questions: the calibrated reward rises above the reference's 0.5
-    prompts = [to_prompt(r) for r in train if r.meta["question"] == "shape"][:24]
-    ref = policy.reference()
-    refs = reference_rewards(ref, prompts, reward, k=8, max_new_tokens=6, temperature=1.0)
-    opt = torch.optim.AdamW(policy.trainable_parameters(), lr=5e-4)
-    history = [ctrl_step(policy, ref, prompts, reward, refs, opt, n=4, beta=0.02, max_new_tokens=6)["calibrated"]
-               for _ in range(8)]
+    # a short CTRL run of the align recipe on the shape questions: the calibrated reward rises
+    # above the reference's 0.5
+    policy.save(tmp_path / "sft")
+    shape_train = [r for r in train if r.meta["question"] == "shape"][:24]
+    prompts = recipe_runs.write_prompts(tmp_path / "shape_prompts.jsonl",
+                                        [{"prompt": r.prompt, "images": r.images} for r in shape_train])
+    monkeypatch.chdir(ROOT)  # the rule reward's answers_file is relative to the repository root
+    run = recipe_runs.align(run_cli, tmp_path, tmp_path / "sft", prompts, include=ROOT / "configs/multimodal/shapes_reward.yaml",
+                            name="align-shapes", steps=16, kl={"beta": 0.02}, train={"lr": 5e-4},
+                            rollout={"prompts_per_step": 24, "max_new_tokens": 6})
+    history = [m["reward_calibrated"] for m in recipe_runs.metrics(run) if "reward_calibrated" in m]
     print("CTRL calibrated reward per step:", [round(c, 3) for c in history])
     # the policy starts as the reference, whose expected calibrated reward is exactly 0.5
-    assert sum(history[-4:]) / 4 > 0.52
+    early, late = sum(history[:4]) / 4, sum(history[-8:]) / 8
+    assert len(history) == 16 and late > 0.54 and late > early + 0.03, history

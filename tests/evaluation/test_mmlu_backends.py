@@ -50,13 +50,28 @@ def test_onnx_export_matches_hf(tiny_llama_dir, reference, tmp_path):
     assert backend.stats["prefix_tokens"] > 0
 
 
+def test_gguf_export_matches_hf_through_the_edge_runtime(tiny_llama_dir, reference, tmp_path):
+    """The export directory of a GGUF f16 export, scored by the NumPy GGUF runner: same answers,
+    log-likelihoods within f16 rounding."""
+    pytest.importorskip("gguf")
+    from mmalign.evaluation.mmlu.backends import open_backend
+    from mmalign.export.api import export_checkpoint
+
+    export_checkpoint(tiny_llama_dir, "gguf", "f16", tmp_path / "gguf", verify=False)
+    backend = open_backend(str(tmp_path / "gguf"))
+    assert isinstance(backend, EdgeBackend)
+    data, ref = reference
+    _same(score_loglik(backend, data, SUBJECTS, shots=0, limit=4), ref[0], 2e-2)
+
+
 @pytest.mark.llamacpp
 def test_gguf_via_llama_cpp(tiny_llama_dir, reference, tmp_path):
     pytest.importorskip("llama_cpp")
     from mmalign.evaluation.mmlu.backends import GGUFBackend
     from mmalign.export.api import export_checkpoint
 
-    export_checkpoint(tiny_llama_dir, "gguf", "f32", tmp_path / "gguf", verify=False)
+    # f16: the GGUF exporter writes f16 / q8_0 / q4_0 ("f32" is refused with a one-line error)
+    export_checkpoint(tiny_llama_dir, "gguf", "f16", tmp_path / "gguf", verify=False)
     backend = GGUFBackend(next((tmp_path / "gguf").glob("*.gguf")), n_ctx=512)
     data, ref = reference
     got = score_loglik(backend, data, SUBJECTS, shots=0, limit=4)

@@ -6,7 +6,9 @@ The model is ``AutoModelForSequenceClassification`` with one label, started from
 (a causal LM gets a fresh scalar head) or from a toy-width Llama with a tokenizer trained on the
 data. Held-out pairwise accuracy is logged every ``train.eval_every`` steps. The result,
 ``<run>/final/``, is a Hugging Face folder (safetensors + tokenizer + ``mmalign_reward.json``)
-that ``reward: {kind: hf_classifier, path: <run>/final}`` loads.
+that ``reward: {kind: hf_classifier, path: <run>/final}`` loads. The model, the pair scorer, the
+loss, the evaluation and the saved folder are :mod:`mmalign.rewards.bradley_terry`'s; this recipe
+wires them and owns the loop (data split, schedule, checkpoints, resume).
 """
 
 from __future__ import annotations
@@ -20,17 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mmalign.config import to_yaml
 from mmalign.config.schemas.reward_train import RewardRecipeConfig
 from mmalign.data import PreferenceRecord, load_preferences
 from mmalign.errors import ConfigError
-from mmalign.rewards.hf_classifier import META_FILE, format_pairs, prepare_tokenizer, resolve_format
-from mmalign.utils.atomic import atomic_directory, atomic_write_text
+from mmalign.rewards.bradley_terry import (
+    PairScorer,
+    bt_loss,
+    build_reward_model,
+    evaluate_pairs,
+    save_reward_model,
+)
+from mmalign.rewards.hf_classifier import resolve_format
+from mmalign.utils.atomic import atomic_directory
 from mmalign.utils.device import resolve_device, resolve_dtype
 from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
-from mmalign.utils.io_errors import check_model_dir, check_tokenizer_dir, reading
 from mmalign.utils.progress import echo, is_quiet, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -60,76 +67,25 @@ def split_pairs(cfg: RewardRecipeConfig) -> tuple[list[PreferenceRecord], list[P
     return [r for i, r in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
 
 
-def build_model(cfg: RewardRecipeConfig, pairs: list[PreferenceRecord], dtype: torch.dtype,
-                path: str | None = None) -> tuple[Any, Any]:
-    """A one-label sequence classifier and its tokenizer (``path`` overrides ``model.path``)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def warmup_cosine(warmup_steps: int, total: int):
+    """The lr factor at step ``s``: linear warmup, then cosine decay to 10% of ``lr`` at the last step."""
 
-    m = cfg.model
-    path = path or m.path
-    revision = m.revision if path == m.path else None
-    if path:
-        check_model_dir(path, "model.path")
-        with reading(path, "model.path", what="model config", broad=True):
-            config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=m.trust_remote_code)
-        check_tokenizer_dir(path, "model.path")
-        with reading(path, "model.path", what="tokenizer", broad=True):
-            tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=m.trust_remote_code)
-        prepare_tokenizer(tokenizer)
-        config.num_labels = 1
-        config.pad_token_id = tokenizer.pad_token_id
-        with reading(path, "model.path", what="model", broad=True):
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, config=config, revision=revision, dtype=dtype, trust_remote_code=m.trust_remote_code)
-        return model, tokenizer
-    from transformers import LlamaForSequenceClassification
+    def lr_factor(s: int) -> float:
+        if s < warmup_steps:
+            return (s + 1) / warmup_steps
+        frac = (s - warmup_steps) / max(1, total - warmup_steps)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, frac)))
 
-    from mmalign.models.toy import tiny_llama_config, train_bpe_tokenizer
-
-    t = m.toy
-    texts = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
-    tokenizer = prepare_tokenizer(train_bpe_tokenizer(texts, vocab_size=t.vocab_size))
-    config = tiny_llama_config(len(tokenizer), hidden_size=t.hidden_size, num_layers=t.num_layers,
-                               num_heads=t.num_heads, num_kv_heads=t.num_kv_heads, max_position=t.max_position,
-                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                               pad_token_id=tokenizer.pad_token_id)
-    config.num_labels = 1
-    model = LlamaForSequenceClassification(config).to(dtype)
-    return model, tokenizer
+    return lr_factor
 
 
-class PairScorer:
-    """Formats and tokenises pairs, returns (r_chosen, r_rejected)."""
-
-    def __init__(self, model: Any, tokenizer: Any, fmt: str, separator: str, max_length: int, device: torch.device):
-        self.model, self.tokenizer, self.fmt, self.sep = model, tokenizer, fmt, separator
-        self.max_length, self.device = max_length, device
-
-    def __call__(self, pairs: list[PreferenceRecord]) -> tuple[torch.Tensor, torch.Tensor]:
-        prompts = [p.prompt for p in pairs] * 2
-        responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-        texts = format_pairs(self.tokenizer, prompts, responses, self.fmt, self.sep)
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt", add_special_tokens=self.fmt != "chat")
-        logits = self.model(input_ids=enc["input_ids"].to(self.device),
-                            attention_mask=enc["attention_mask"].to(self.device)).logits[:, 0].float()
-        return logits[:len(pairs)], logits[len(pairs):]
-
-
-@torch.no_grad()
-def evaluate(scorer: PairScorer, pairs: list[PreferenceRecord], batch_size: int) -> dict[str, float]:
-    """Held-out pairwise accuracy (ties count half), mean BT loss and mean margin."""
-    scorer.model.eval()
-    correct, loss, margin = 0.0, 0.0, 0.0
-    for i in range(0, len(pairs), batch_size):
-        rc, rr = scorer(pairs[i:i + batch_size])
-        d = rc - rr
-        correct += float((d > 0).sum() + 0.5 * (d == 0).sum())
-        loss += float(-F.logsigmoid(d).sum())
-        margin += float(d.sum())
-    scorer.model.train()
-    n = len(pairs)
-    return {"eval_accuracy": correct / n, "eval_loss": loss / n, "eval_margin": margin / n}
+def batch_at(pairs: list[PreferenceRecord], step: int, batch_size: int, seed: int) -> list[PreferenceRecord]:
+    """Step ``step``'s pairs: a fixed shuffle per epoch, so a resumed run sees the same data."""
+    steps_per_epoch = math.ceil(len(pairs) / batch_size)
+    epoch, offset = divmod(step, steps_per_epoch)
+    order = list(range(len(pairs)))
+    random.Random(seed * 1000003 + epoch).shuffle(order)
+    return [pairs[i] for i in order[offset * batch_size:(offset + 1) * batch_size]]
 
 
 def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = False) -> RewardResult:
@@ -148,7 +104,7 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
     last = rundir.checkpoints / "last"
     start_step = 0
     resuming = rundir.resumed and (last / "trainer_state.pt").is_file()
-    model, tokenizer = build_model(cfg, train_pairs, dtype, path=str(last) if resuming else None)
+    model, tokenizer = build_reward_model(cfg.model, train_pairs, dtype, path=str(last) if resuming else None)
     model.to(device).train()
     fmt, saved_sep = resolve_format(cfg.model.format, tokenizer, cfg.model.path or None)
     sep = saved_sep if saved_sep is not None and cfg.model.format == "auto" else cfg.model.separator
@@ -157,15 +113,7 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
     optim = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = math.ceil(len(train_pairs) / tc.batch_size)
     total = steps_per_epoch * tc.epochs if tc.max_steps is None else min(tc.max_steps, steps_per_epoch * tc.epochs)
-
-    def lr_factor(s: int) -> float:
-        """Linear warmup, then cosine decay to 10% of ``lr`` at the last step."""
-        if s < tc.warmup_steps:
-            return (s + 1) / tc.warmup_steps
-        frac = (s - tc.warmup_steps) / max(1, total - tc.warmup_steps)
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, frac)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, warmup_cosine(tc.warmup_steps, total))
     if resuming:  # after creating the scheduler, which resets the optimizer's lr
         state = torch.load(last / "trainer_state.pt", weights_only=True)
         optim.load_state_dict(state["optimizer"])
@@ -178,20 +126,13 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
     rundir.started()  # components loaded: only now is a run that --overwrite replaces deleted
     hint = lr_hint("train.lr", tc.lr)
 
-    def batch_at(step: int) -> list[PreferenceRecord]:
-        """Step ``step``'s pairs: a fixed shuffle per epoch, so a resumed run sees the same data."""
-        epoch, offset = divmod(step, steps_per_epoch)
-        order = list(range(len(train_pairs)))
-        random.Random(cfg.run.seed * 1000003 + epoch).shuffle(order)
-        return [train_pairs[i] for i in order[offset * tc.batch_size:(offset + 1) * tc.batch_size]]
-
     metrics: dict[str, float] = {}
     step = start_step
     deadline = t0 + 60 * tc.max_minutes if tc.max_minutes else None
     bar = progress(total=total, desc="reward", initial=start_step)
     while step < total and (deadline is None or time.monotonic() < deadline):
-        rc, rr = scorer(batch_at(step))
-        loss = -F.logsigmoid(rc - rr).mean()
+        rc, rr = scorer(batch_at(train_pairs, step, tc.batch_size, cfg.run.seed))
+        loss = bt_loss(rc, rr)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -204,7 +145,7 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
             rundir.log_metrics(done, loss=float(loss.detach()), train_accuracy=float((rc.detach() > rr.detach()).float().mean()),
                                grad_norm=float(gnorm), lr=sched.get_last_lr()[0])
         if done % tc.eval_every == 0:
-            metrics = evaluate(scorer, eval_pairs, tc.eval_batch_size)
+            metrics = evaluate_pairs(scorer, eval_pairs, tc.eval_batch_size)
             rundir.log_metrics(done, **metrics)
             log.info("step %d: %s", done, json.dumps(metrics))
             bar.set_postfix(acc=f"{metrics['eval_accuracy']:.3f}")
@@ -215,7 +156,7 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
     bar.close()
     check_finite_weights("reward", step, hint, model.parameters())
     if not metrics or step % tc.eval_every:
-        metrics = evaluate(scorer, eval_pairs, tc.eval_batch_size)
+        metrics = evaluate_pairs(scorer, eval_pairs, tc.eval_batch_size)
         rundir.log_metrics(step, **metrics)
     final = rundir.path / "final"
     with atomic_directory(final, overwrite=True) as tmp:
@@ -226,14 +167,6 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
     rundir.finish()
     echo(f"reward model: {final} (held-out pairwise accuracy {metrics['eval_accuracy']:.3f}, {step} steps, {seconds:.0f}s)")
     return RewardResult(rundir.path, final, step, metrics["eval_accuracy"], metrics["eval_loss"], seconds)
-
-
-def save_reward_model(out: Path, model: Any, tokenizer: Any, fmt: str, separator: str, max_length: int) -> None:
-    """A Hugging Face folder ``hf_classifier`` loads, with the formatting it was trained on."""
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    meta = {"format": fmt, "separator": separator, "max_length": max_length, "objective": "bradley_terry"}
-    atomic_write_text(Path(out) / META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def _save_checkpoint(path: Path, model: Any, tokenizer: Any, optim: torch.optim.Optimizer, sched: Any,

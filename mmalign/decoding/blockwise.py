@@ -39,7 +39,7 @@ def blockwise_decode(policy: Policy, prompts: Sequence[str | Prompt], reward: Ca
                               response_prefix=[prefix[i] for i in active], **sampling)
         except TypeError as exc:
             raise UserError(f"this policy cannot continue partial responses (blockwise decoding): {exc}") from None
-        so_far = [policy.tokenizer.decode(prefix[i], skip_special_tokens=True) for i in active]
+        so_far = [policy.decode(prefix[i]) for i in active]
         full = [so_far[r // n] + s.texts[r] for r in range(len(s.texts))]
         rewards = score_responses(reward, [prompts[active[r // n]] for r in range(len(full))], full,
                                   batch_size=reward_batch_size).reshape(-1, n)

@@ -105,3 +105,35 @@ class Policy(Protocol):
     def save(self, directory: Any) -> None:
         """Save in Hugging Face format (safetensors; full weights or a peft adapter)."""
         ...
+
+
+@runtime_checkable
+class TrainablePolicy(Policy, Protocol):
+    """A Policy that recipes train, evaluate and compare (:class:`~mmalign.models.text.TextPolicy`
+    and the multimodal adapters): mode switches, freezing and the token facts a recipe needs, so
+    that no caller outside ``models/`` reads ``.model`` or ``.tokenizer``."""
+
+    training: bool
+    pad_token_id: int
+    vocab_size: int
+
+    def train(self, mode: bool = True) -> Any:
+        ...
+
+    def eval(self) -> Any:
+        ...
+
+    def freeze(self) -> Any:
+        """Stop every parameter from training (a teacher or judge)."""
+        ...
+
+    def vocabulary(self) -> dict[str, int]:
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of response token ids, as ``sample`` decodes them."""
+        ...
+
+    def check_prompts(self, prompts: Sequence[str | Prompt], max_new_tokens: int = 0) -> None:
+        """Raise a one-line error if a prompt cannot fit the context with ``max_new_tokens``."""
+        ...

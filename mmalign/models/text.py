@@ -403,9 +403,46 @@ class TextPolicy:
             meta["base_relative"] = os.path.relpath(self.base, out.resolve())
         (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
+    # ----------------------------------------------------------------- hooks for recipes
+    # (the TrainablePolicy protocol: callers outside models/ use these, never .model / .tokenizer)
     def train(self, mode: bool = True) -> TextPolicy:
         self.model.train(mode)
         return self
 
     def eval(self) -> TextPolicy:
         return self.train(False)
+
+    @property
+    def training(self) -> bool:
+        """Whether the model is in training mode (dropout on)."""
+        return bool(self.model.training)
+
+    def freeze(self) -> TextPolicy:
+        """No parameter trains any more (a teacher, a judge): eval mode, no gradients, and
+        :meth:`trainable_parameters` is empty."""
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.frozen = True
+        return self
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids the tokenizer can produce (added tokens included)."""
+        return len(self.tokenizer)
+
+    def vocabulary(self) -> dict[str, int]:
+        """Token string -> id (two policies share a vocabulary iff these are equal)."""
+        return dict(self.tokenizer.get_vocab())
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of response token ids (special tokens dropped), as ``sample`` decodes them."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def check_prompts(self, prompts: Sequence[str | Prompt], max_new_tokens: int = 0) -> None:
+        """Raise the one-line error ``sample`` would raise if a prompt cannot fit the context with
+        ``max_new_tokens`` new tokens, before any work is done."""
+        self.encode_prompts(prompts, max_new_tokens)

@@ -46,7 +46,7 @@ def run_decode(cfg: DecodeConfig, *, overwrite: bool = False, resume: bool = Fal
     policy = load_policy(cfg.model, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
     d = cfg.decode
     # every prompt must fit before any work (one-line error naming the prompt index)
-    policy.encode_prompts(prompts, d.max_new_tokens)
+    policy.check_prompts(prompts, d.max_new_tokens)
     reward = None
     if d.method != "sample":
         from mmalign.rewards import build_reward

@@ -55,10 +55,10 @@ class DistillResult:
 
 def check_same_tokenizer(teacher: TextPolicy, student: TextPolicy) -> int:
     """The shared vocabulary size; raise unless both tokenizers map the same strings to the same ids."""
-    if teacher.tokenizer.get_vocab() != student.tokenizer.get_vocab():
+    if teacher.vocabulary() != student.vocabulary():
         raise ConfigError("teacher.path: the teacher's tokenizer differs from the student's; distillation "
                           "compares distributions over one vocabulary, so both must use the same tokenizer")
-    return len(student.tokenizer)
+    return student.vocab_size
 
 
 def teacher_examples(teacher: TextPolicy, prompts: list[str], max_new_tokens: int,
@@ -91,14 +91,14 @@ def eval_kl(teacher: TextPolicy, student: TextPolicy, examples: list[Example], b
     """Mean per-token KL(teacher || student) at temperature 1 over held-out examples."""
     if not examples:
         return float("nan")
-    was = student.model.training
-    student.model.eval()
+    was = student.training
+    student.eval()
     total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
         _, kl_sum, n = kl_loss(teacher, student, examples[i:i + batch_size], temperature=1.0, hard_weight=0.0,
                                vocab=vocab)
         total, count = total + float(kl_sum), count + int(n)
-    student.model.train(was)
+    student.train(was)
     return total / max(count, 1)
 
 
@@ -117,9 +117,7 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
     student_cfg = cfg.model if ckpt is None else dataclasses.replace(cfg.model, path=str(ckpt[1] / "model"))
     student = load_text_policy(student_cfg, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
     teacher = load_text_policy(cfg.teacher, run_device=cfg.run.device, run_dtype=cfg.run.dtype, key="teacher")
-    teacher.model.requires_grad_(False)
-    teacher.model.eval()
-    teacher.frozen = True
+    teacher.freeze()
     vocab = check_same_tokenizer(teacher, student)
     params = student.trainable_parameters()
     if not params:
@@ -151,7 +149,7 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
     else:
         first = eval_kl(teacher, student, held, t.eval_batch_size, vocab)
         run.log_metrics(0, eval_kl=first)
-    student.model.train()
+    student.train()
     bar = progress(range(start_step, t.steps), desc="distill", total=t.steps, initial=start_step)
     for step in bar:
         for group in opt.param_groups:

@@ -56,8 +56,8 @@ def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
     prompts = [Prompt(text=r.prompt, media=r.media) for r in records]
     policy = load_policy(cfg.policy, run_device=cfg.run.device, run_dtype=cfg.run.dtype, key="policy")
     reference = load_policy(cfg.reference, run_device=cfg.run.device, run_dtype=cfg.run.dtype, key="reference")
-    policy.model.eval()
-    reference.model.eval()
+    policy.eval()
+    reference.eval()
     selection = build_reward(cfg.selection_reward, "selection_reward")
     judge = build_reward(cfg.judge_reward, "judge_reward") if cfg.judge_reward is not None else selection
     generators = (torch.Generator(device=policy.device).manual_seed(cfg.run.seed),

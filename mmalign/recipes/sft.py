@@ -69,13 +69,13 @@ def eval_loss(policy: TextPolicy, examples: list[Example], batch_size: int) -> f
     """Mean response-token NLL over ``examples`` (eval mode)."""
     if not examples:
         return float("nan")
-    was = policy.model.training
-    policy.model.eval()
+    was = policy.training
+    policy.eval()
     total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
         nll, n = response_nll(policy, to_batch(policy, examples[i:i + batch_size]))
         total, count = total + float(nll.detach()), count + int(n)
-    policy.model.train(was)
+    policy.train(was)
     return total / max(count, 1)
 
 
@@ -120,7 +120,7 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
         run.log_metrics(0, eval_loss=first_eval)
     else:
         first_eval = next((m["eval_loss"] for m in run.read_metrics() if "eval_loss" in m), float("nan"))
-    policy.model.train()
+    policy.train()
     train_loss = float("nan")
     bar = progress(range(start_step, t.steps), desc="sft", total=t.steps, initial=start_step)
     for step in bar:
@@ -131,7 +131,7 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
             idx = batch_indices(len(train), t.batch_size, step * t.grad_accum + micro, cfg.run.seed)
             examples = [train[i] for i in idx]
             if t.packing:
-                ids, mask = pack_examples(examples, t.max_seq_len, policy.tokenizer.pad_token_id)
+                ids, mask = pack_examples(examples, t.max_seq_len, policy.pad_token_id)
                 nll, n = packed_nll(policy, ids, mask)
             else:
                 nll, n = response_nll(policy, to_batch(policy, examples))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.multimodal import recipe_runs
+from tests.models.multimodal import recipe_runs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_align_step_on_image_and_audio_prompts(mm_policy_dir, media_dir, tmp_path, run_cli):

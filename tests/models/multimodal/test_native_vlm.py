@@ -74,7 +74,7 @@ def test_align_recipe_trains_a_native_vlm(tiny_llava_dir, media_dir, tmp_path, r
     """One CTRL step of the real ``align`` recipe: the saved policy is still a native VLM and scores
     an image prompt differently from the one it started from."""
     from mmalign.models.multimodal_loading import checkpoint_kind
-    from tests.multimodal import recipe_runs
+    from tests.models.multimodal import recipe_runs
 
     prompts = recipe_runs.write_prompts(tmp_path / "prompts.jsonl", [
         {"prompt": "<image> Colour?", "images": [str(media_dir / "red.png")]},

@@ -15,7 +15,7 @@ from mmalign.data.loaders import load_sft
 from mmalign.models.adapters import AudioAdapter, VisionAdapter
 from mmalign.models.toy import SAMPLE_TEXT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CFG = ROOT / "configs" / "multimodal"
 
 

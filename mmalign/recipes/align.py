@@ -35,8 +35,17 @@ from mmalign.config.schemas.align import AlignConfig
 from mmalign.errors import ConfigError, DataError, DivergenceError, RewardError, UserError
 from mmalign.models.policy import Prompt
 from mmalign.rl import checkpoint as ckpt
-from mmalign.rl.kl import kl_per_token, make_kl_controller
-from mmalign.rl.step import Rollout, UpdateSettings, advantages_for, logprobs, update, values_of
+from mmalign.rl.kl import kl_per_token, make_kl_controller, token_kl
+from mmalign.rl.step import (
+    Rollout,
+    UpdateSettings,
+    advantages_for,
+    gather_tokens,
+    log_distributions,
+    logprobs,
+    update,
+    values_of,
+)
 from mmalign.utils.device import resolve_device
 from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.progress import echo, progress
@@ -107,9 +116,9 @@ def choose_transform(cfg: AlignConfig):
     if tr.name == "raw":
         return None, beta
     if tr.name == "auto":
-        from mmalign.align.analytic import best_t
+        from mmalign.align.analytic import robust_t
 
-        tuned = best_t(tr.procedure, tr.n, cfg.kl.target)
+        tuned = robust_t(tr.procedure, tr.n, cfg.kl.target, tr.t_tolerance)
         return tuned.transform, beta if beta is not None else tuned.beta
     if tr.name == "optimal":
         from mmalign.align.analytic import optimal_transform
@@ -395,14 +404,20 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
         # policy tests check this to 1e-4): reuse them instead of another forward pass.
         exact = ro.top_p >= 1.0 and ro.top_k == 0 and samples.logprobs is not None
         old_logp = samples.logprobs.float() * mask if exact else logprobs(policy, samples, ro.temperature)
-        ref_logp = logprobs(reference, samples, ro.temperature)
         values = values_of(value_model, samples) if value_model is not None else None
-        kl = kl_per_token(old_logp, ref_logp, cfg.kl.estimator) * mask
+        ref_log_dist = None
+        if cfg.kl.estimator == "full":  # exact per-token KL of the next-token distributions
+            ref_log_dist = log_distributions(reference, samples, ro.temperature)
+            ref_logp = gather_tokens(ref_log_dist, samples)
+            kl = token_kl(log_distributions(policy, samples, ro.temperature), ref_log_dist) * mask
+        else:
+            ref_logp = logprobs(reference, samples, ro.temperature)
+            kl = kl_per_token(old_logp, ref_logp, cfg.kl.estimator) * mask
         beta = kl_ctl.value
         dev = mask.device
         adv, returns = advantages_for(settings, scores.to(dev), kl, mask, beta, values)
         rollout = Rollout(batch=samples, mask=mask, old_logp=old_logp, ref_logp=ref_logp, kl=kl, advantages=adv,
-                          old_values=values, returns=returns)
+                          old_values=values, returns=returns, ref_log_dist=ref_log_dist)
         timers["logprob"] += time.perf_counter() - t
 
         t = time.perf_counter()

@@ -12,6 +12,14 @@ As *loss* terms their gradients differ: :math:`\nabla k_2 = \ell_t \nabla\log\pi
 score-function gradient of :math:`KL(\pi\|\pi_{ref})`; :math:`E_\pi[\nabla k_3] = \nabla
 KL(\pi_{ref}\|\pi)` (GRPO's choice); :math:`E_\pi[\nabla k_1] = 0`, so k1 is only meaningful as a
 reward penalty.
+
+``full`` is the exact per-token KL of the next-token distributions at each visited state,
+
+.. math:: \kappa_t = \sum_v \pi(v|s_t)\,\big(\log\pi(v|s_t) - \log\pi_{ref}(v|s_t)\big),
+
+whose sum over a sampled sequence is an unbiased estimate of the sequence KL with the sampling
+noise of the token itself integrated out (Rao-Blackwellised). As a penalty it needs both
+distributions (:func:`token_kl`), not only the sampled tokens' log-probs.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-ESTIMATORS = ("k1", "k2", "k3")
+ESTIMATORS = ("k1", "k2", "k3", "full")
 
 
 def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
@@ -35,7 +43,17 @@ def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k
         # clamp keeps exp finite when the policy has drifted far from the reference
         neg = (-log_ratio).clamp(max=20.0)
         return torch.expm1(neg) + log_ratio.clamp(min=-20.0)
+    if estimator == "full":
+        raise ValueError("the 'full' KL estimator needs both next-token distributions: use token_kl")
     raise ValueError(f"unknown KL estimator '{estimator}' (choose from {', '.join(ESTIMATORS)})")
+
+
+def token_kl(log_dist: torch.Tensor, ref_log_dist: torch.Tensor) -> torch.Tensor:
+    """Exact KL(π(·|s_t) ‖ π_ref(·|s_t)) per position from log-distributions [..., V]; returns [...].
+
+    Differentiable in ``log_dist``; with the states held fixed its gradient is the direct part of
+    the sequence KL's gradient (the part through the visited states is the score-function term)."""
+    return (log_dist.exp() * (log_dist - ref_log_dist)).sum(dim=-1)
 
 
 @dataclass

@@ -12,6 +12,14 @@ whose optimum over all policies is :math:`\pi^* \propto \pi_{ref}\, e^{\Phi(c)/\
 token); with ``kl_mode="loss"`` it is added to the loss as :math:`\beta\,\mathrm{agg}(k_t)` with the
 current, differentiable log-probs.
 
+With ``kl_estimator="full"`` the per-token penalty is the exact KL of the next-token
+distributions at each visited state, :math:`\kappa_t` (:func:`mmalign.rl.kl.token_kl`), and
+the loss adds :math:`\beta\,\mathrm{agg}(\kappa_t)` with the current distributions. In the reward
+modes the penalty in the return is the score-function part of the sequence KL's gradient and the
+loss term its direct part (the gradient through :math:`\kappa_t` at fixed states), so together
+they are its exact gradient, with less noise than sampled log-ratios; in ``kl_mode="loss"`` only
+the direct part acts.
+
 ``kl_mode="reward_to_go"`` (RLOO only) charges token :math:`t` only the penalty it can still
 change, :math:`\beta\sum_{s\ge t} k_s`, each position with its own leave-one-out baseline:
 
@@ -32,7 +40,7 @@ import torch
 
 from mmalign.models.policy import SequenceBatch
 from mmalign.rl.advantages import gae, group_norm, rloo, whiten
-from mmalign.rl.kl import kl_per_token
+from mmalign.rl.kl import kl_per_token, token_kl
 from mmalign.rl.losses import aggregate, clipped_surrogate, clipped_value_loss
 
 
@@ -69,6 +77,7 @@ class Rollout:
     advantages: torch.Tensor  # [R, T]
     old_values: torch.Tensor | None = None  # [R, T] (GAE only)
     returns: torch.Tensor | None = None  # [R, T] (GAE only)
+    ref_log_dist: torch.Tensor | None = None  # [R, T, V] reference log-distributions (kl estimator "full")
 
 
 def select_rows(batch: SequenceBatch, idx: torch.Tensor) -> SequenceBatch:
@@ -86,6 +95,25 @@ def logprobs(policy, batch: SequenceBatch, temperature: float = 1.0, chunk: int 
     parts = [policy.score(select_rows(batch, torch.arange(i, min(i + chunk, rows))), temperature=temperature)
              for i in range(0, rows, chunk)]
     return torch.cat(parts).float()
+
+
+def response_log_dist(policy, batch: SequenceBatch, temperature: float = 1.0) -> torch.Tensor:
+    """Next-token log-distributions [R, T, V] at the response positions (differentiable)."""
+    return (policy.logits(batch).float() / temperature).log_softmax(-1)
+
+
+@torch.no_grad()
+def log_distributions(policy, batch: SequenceBatch, temperature: float = 1.0, chunk: int = 32) -> torch.Tensor:
+    """:func:`response_log_dist` without gradients, in chunks of rows."""
+    rows = batch.response_ids.shape[0]
+    return torch.cat([response_log_dist(policy, select_rows(batch, torch.arange(i, min(i + chunk, rows))), temperature)
+                      for i in range(0, rows, chunk)])
+
+
+def gather_tokens(log_dist: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
+    """Log-probs [R, T] of the batch's response tokens under ``log_dist`` (0 on padding)."""
+    ids = batch.response_ids.to(log_dist.device)
+    return log_dist.gather(-1, ids[..., None]).squeeze(-1) * batch.response_mask.to(log_dist.device)
 
 
 @torch.no_grad()
@@ -166,14 +194,23 @@ def update(policy, rollout: Rollout, s: UpdateSettings, *, beta: float, optimize
                         continue
                     sub = select_rows(rollout.batch, idx)
                     mask = rollout.mask[idx]
-                    logp = policy.score(sub, temperature=s.temperature).float()
+                    full = s.kl_estimator == "full"
+                    if full:
+                        log_dist = response_log_dist(policy, sub, s.temperature)
+                        logp = gather_tokens(log_dist, sub)
+                    else:
+                        logp = policy.score(sub, temperature=s.temperature).float()
                     pg, clipped = clipped_surrogate(logp, rollout.old_logp[idx], rollout.advantages[idx], s.clip)
                     loss = aggregate(pg, mask, s.loss_agg)
                     stats["pg_loss"].append(float(loss.detach()))
                     stats["clipfrac"].append(float((clipped.detach() * mask).sum() / mask.sum().clamp_min(1)))
                     stats["approx_kl_old"].append(float(((rollout.old_logp[idx] - logp.detach()) * mask).sum()
                                                         / mask.sum().clamp_min(1)))
-                    if s.kl_mode == "loss":
+                    if full:
+                        kl_loss = aggregate(token_kl(log_dist, rollout.ref_log_dist[idx]), mask, s.loss_agg)
+                        stats["kl_loss"].append(float(kl_loss.detach()))
+                        loss = loss + beta * kl_loss
+                    elif s.kl_mode == "loss":
                         kl_loss = aggregate(kl_per_token(logp, rollout.ref_logp[idx], s.kl_estimator), mask, s.loss_agg)
                         stats["kl_loss"].append(float(kl_loss.detach()))
                         loss = loss + beta * kl_loss

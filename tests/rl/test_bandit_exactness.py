@@ -72,3 +72,16 @@ def test_bandit_policy_implements_the_protocol():
     enc = pol.encode(["x"], ["c"])
     assert torch.allclose(pol.score(enc), torch.log(torch.tensor([[1 / 3]])))
     assert pol.reference().trainable_parameters() == []
+
+
+@pytest.mark.parametrize("transform,mode", [
+    ("identity", "reward"),
+    pytest.param("identity", "loss", marks=pytest.mark.slow),
+    pytest.param("neg_exp", "reward", marks=pytest.mark.slow),
+    pytest.param("neg_exp", "loss", marks=pytest.mark.slow),
+])
+def test_exact_token_kl_converges(tmp_path, transform, mode):
+    """kl.estimator: full (the exact per-token KL; in reward mode plus its direct gradient) reaches
+    the same closed-form optimum: on a one-token bandit both modes are the exact KL gradient."""
+    tv, _, _ = _train(tmp_path, transform, "rloo", "kl.estimator=full", f"kl.mode={mode}")
+    assert (tv < 0.02).all(), f"total variation per prompt {tv.tolist()}"

@@ -17,7 +17,7 @@ from mmalign.errors import ConfigError
 OBJECTIVES = ("rl", "bond")
 TRANSFORM_NAMES = ("auto", "raw", "identity", "log", "exp", "neg_exp", "power", "optimal")
 PROCEDURES = ("bon", "won", "standard")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_ESTIMATORS = ("k1", "k2", "k3", "full")
 KL_MODES = ("reward", "reward_to_go", "loss")
 KL_CONTROLLERS = ("fixed", "adaptive")
 ADVANTAGES = ("rloo", "group_norm", "gae")
@@ -59,6 +59,9 @@ class TransformConfig:
     k: float | None = field(default=None, metadata={"gt": 0})
     procedure: str = field(default="bon", metadata={"choices": PROCEDURES})  # inference-time procedure
     n: int = field(default=4, metadata={"ge": 1})  # its N (also BOND's N)
+    # name auto: the smallest t whose exact win rate is within this of the best t's (a flatter
+    # transform has a larger beta, which the RL can hold; 0: the best t itself)
+    t_tolerance: float = field(default=0.005, metadata={"ge": 0, "le": 0.5})
 
 
 @dataclass

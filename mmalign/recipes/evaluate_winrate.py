@@ -26,14 +26,33 @@ from mmalign.evaluation.winrate import Procedure, kl_estimate, win_rate
 from mmalign.models.loading import load_policy
 from mmalign.models.policy import Prompt
 from mmalign.rewards import build_reward
+from mmalign.rl.kl import token_kl
+from mmalign.rl.step import log_distributions, select_rows
 from mmalign.utils.atomic import atomic_write_text
 from mmalign.utils.progress import progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
 
 
+def _sequence_kl(policy, reference, samples, chunk: int = 32) -> torch.Tensor | None:
+    r"""Per-sample :math:`\sum_t KL(\pi(\cdot|s_t)\,\|\,\pi_{ref}(\cdot|s_t))` over the states of the
+    policy's own samples: the exact per-token KL (:func:`mmalign.rl.kl.token_kl`), an unbiased
+    estimate of the sequence KL with less noise than the log-ratio; None when the two models'
+    vocabularies differ."""
+    rows = samples.response_ids.shape[0]
+    parts = []
+    for i in range(0, rows, chunk):
+        sub = select_rows(samples, torch.arange(i, min(i + chunk, rows)))
+        log_p, log_ref = log_distributions(policy, sub), log_distributions(reference, sub)
+        if log_p.shape != log_ref.shape:
+            return None
+        parts.append((token_kl(log_p, log_ref) * sub.response_mask.to(log_p.device)).sum(-1))
+    return torch.cat(parts)
+
+
 def _draw(policy, reference, prompts, cfg: WinrateConfig, generators: tuple[torch.Generator, torch.Generator]):
-    """Samples from both policies plus the per-sample sequence log-ratio of the policy's samples.
+    """Samples from both policies plus two per-sample estimates of the sequence KL on the policy's
+    samples: the log-ratio, and the exact per-token KL summed (None if the vocabularies differ).
 
     Each policy has its own generator, so the reference samples depend only on the reference, the
     prompts and the seed: every method evaluated with the same seed meets the same reference draws.
@@ -46,7 +65,8 @@ def _draw(policy, reference, prompts, cfg: WinrateConfig, generators: tuple[torc
         pol = policy.sample(prompts, generator=generators[0], **kw)
         mask = pol.response_mask.to(torch.float32)
         logratio = ((policy.score(pol) - reference.score(pol)) * mask).sum(-1)
-    return pol, ref, logratio.cpu().numpy()
+        exact = _sequence_kl(policy, reference, pol)
+    return pol, ref, logratio.cpu().numpy(), None if exact is None else exact.cpu().numpy()
 
 
 def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
@@ -64,13 +84,13 @@ def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
                   torch.Generator(device=reference.device).manual_seed(cfg.run.seed + 1))
 
     m = cfg.samples_per_prompt
-    pol_sel, pol_judge, ref_sel, ref_judge, logratios = [], [], [], [], []
+    pol_sel, pol_judge, ref_sel, ref_judge, logratios, exact_kls = [], [], [], [], [], []
     timings = {"generation": 0.0, "reward": 0.0}
     bar = progress(total=len(prompts), desc="evaluate winrate")
     for start in range(0, len(prompts), cfg.batch_prompts):
         batch = prompts[start:start + cfg.batch_prompts]
         t0 = time.perf_counter()
-        pol, ref, logratio = _draw(policy, reference, batch, cfg, generators)
+        pol, ref, logratio, exact_kl = _draw(policy, reference, batch, cfg, generators)
         t1 = time.perf_counter()
         texts = [p.text for p in batch for _ in range(m)]
         media = [p.media for p in batch for _ in range(m)]
@@ -87,10 +107,13 @@ def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
             ref_sel.append(rs[rows])
             ref_judge.append(rj[rows])
             logratios.append(logratio[rows])
+            exact_kls.append(None if exact_kl is None else exact_kl[rows])
         bar.update(len(batch))
     bar.close()
 
-    kl, kl_se = kl_estimate(logratios)
+    kl_sample, kl_sample_se = kl_estimate(logratios)
+    exact_ok = all(v is not None for v in exact_kls)
+    kl, kl_se = kl_estimate(exact_kls) if exact_ok else (kl_sample, kl_sample_se)
     label = cfg.label or cfg.run.name
     results = {
         "label": label,
@@ -98,6 +121,9 @@ def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
         "samples_per_prompt": m,
         "kl": kl,
         "kl_se": kl_se,
+        "kl_estimator": "token_kl" if exact_ok else "log_ratio",
+        "kl_log_ratio": kl_sample,
+        "kl_log_ratio_se": kl_sample_se,
         "policy_judge_reward_mean": float(np.mean(np.concatenate(pol_judge))),
         "reference_judge_reward_mean": float(np.mean(np.concatenate(ref_judge))),
         "win_rates": [],
@@ -139,7 +165,9 @@ def report_markdown(results: dict) -> str:
         f"{results['num_prompts']} prompts, {results['samples_per_prompt']} samples per prompt from each policy.",
         "",
         f"**KL(π‖π_ref)** = {results['kl']:.4f} nats (standard error {results['kl_se']:.4f}), "
-        "estimated from the policy's own samples.",
+        + ("the exact per-token KL summed over the states of the policy's own samples"
+           if results.get("kl_estimator") == "token_kl" else "the log-ratio of the policy's own samples")
+        + f" (log-ratio estimate: {results['kl_log_ratio']:.4f} ± {results['kl_log_ratio_se']:.4f}).",
         "",
         "| procedure | win rate vs reference | 95% interval |",
         "|---|---|---|",

@@ -88,3 +88,30 @@ def test_reference_draws_do_not_depend_on_the_policy(tmp_path, tiny_llama_dir, r
         runs.append(json.loads((tmp_path / "runs" / name / "results.json").read_text()))
     assert runs[0]["reference_judge_reward_mean"] == runs[1]["reference_judge_reward_mean"]
     assert all(len(w["per_prompt"]) == 3 for w in runs[0]["win_rates"])
+
+
+def test_kl_is_the_exact_per_token_kl_and_agrees_with_the_log_ratio(tmp_path, tiny_llama_dir, run_cli):
+    """A perturbed copy of the reference: the reported KL (exact per-token KL over the policy's own
+    states) is positive, agrees with the log-ratio estimate within their errors, and is less noisy."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    policy_dir = tmp_path / "perturbed"
+    shutil.copytree(tiny_llama_dir, policy_dir)
+    model = AutoModelForCausalLM.from_pretrained(policy_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head.add_(3.0 * head.std() * torch.randn_like(head))
+    model.save_pretrained(policy_dir)
+    cfg = _config(tmp_path, policy_dir, tiny_llama_dir, samples_per_prompt=16,
+                  prompts={"path": "bundled:text/prompts_eval", "max_rows": 8})
+    code, _, err = run_cli("evaluate", "winrate", cfg, "--quiet")
+    assert code == 0, err
+    r = json.loads((tmp_path / "runs/wr/results.json").read_text())
+    assert r["kl_estimator"] == "token_kl" and r["kl"] > 0.05
+    assert abs(r["kl"] - r["kl_log_ratio"]) < 3 * (r["kl_se"] ** 2 + r["kl_log_ratio_se"] ** 2) ** 0.5
+    assert r["kl_se"] < r["kl_log_ratio_se"]
+    assert "exact per-token KL" in (tmp_path / "runs/wr/report.md").read_text()

@@ -21,6 +21,9 @@ Python API (what the trainer and the evaluators import):
 ``best_t(procedure, n, kl)``
     best t of exp (BoN) / neg_exp (WoN) at a KL; returns a ``TunedTransform`` with ``.transform``
     (t in ``.transform.t``), ``.beta`` and ``.win_rate``.
+``robust_t(procedure, n, kl, tolerance)``
+    the smallest t within ``tolerance`` of the best t's exact win rate (a larger, learnable
+    :math:`\beta`); what ``transform.name: auto`` trains with.
 ``optimal_policy(procedure, n, kl)`` / ``optimal_transform(procedure, n, kl)``
     the win-rate-optimal :math:`\Phi^*` (tabulated, callable on tensors).
 ``frontier(procedure, n, kls, transforms)``, ``recommend(procedure, n, kl)``
@@ -40,6 +43,7 @@ from mmalign.align.analytic import (
     optimal_policy,
     optimal_transform,
     policy_at_kl,
+    robust_t,
     win_rate,
 )
 from mmalign.align.frontier import FrontierPoint, Recommendation, frontier, recommend
@@ -71,6 +75,7 @@ __all__ = [
     "TunedTransform",
     "best_of_n_optimum",
     "best_t",
+    "robust_t",
     "beta_for_kl",
     "calibrate",
     "evaluate",

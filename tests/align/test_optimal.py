@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from mmalign.align import best_t, evaluate, get_procedure, get_transform, make_grid, optimal_policy
+from mmalign.align import (
+    best_t,
+    evaluate,
+    get_procedure,
+    get_transform,
+    make_grid,
+    optimal_policy,
+    robust_t,
+)
 from mmalign.align.analytic import tilt
 
 KLS = (0.1, 0.25, 0.5, 1.0)
@@ -102,3 +110,22 @@ def test_optimal_transform_is_callable_on_tensors():
     v = phi(c)
     assert v.shape == c.shape and torch.all(torch.diff(v) >= 0)
     assert float(v[-1]) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("procedure,kl", [("bon", 0.5), ("won", 0.5), ("won", 1.0)])
+def test_robust_t_trades_at_most_the_tolerance_for_a_flatter_transform(procedure, kl):
+    best = best_t(procedure, 4, kl)
+    robust = robust_t(procedure, 4, kl, tolerance=0.005)
+    assert best.win_rate - 0.005 - 1e-6 <= robust.win_rate < best.win_rate
+    assert robust.transform.t < best.transform.t and robust.beta > best.beta
+    assert robust.kl == pytest.approx(kl, rel=1e-3)
+    # the bisection lands on the edge: a slightly flatter transform falls below the floor
+    flatter = evaluate(get_transform(best.transform.name, t=robust.transform.t * 0.97), get_procedure(procedure, 4), kl)
+    assert flatter.win_rate < best.win_rate - 0.005
+    assert robust_t(procedure, 4, kl, tolerance=0.0) == best
+
+
+def test_robust_t_keeps_worst_of_4_at_kl_1_learnable():
+    """best t (about 16) needs beta about 2e-5, which the RL cannot hold; the robust t's beta is
+    over a thousand times larger for 0.005 of exact win rate."""
+    assert robust_t("won", 4, 1.0, 0.005).beta > 1000 * best_t("won", 4, 1.0).beta

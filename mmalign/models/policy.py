@@ -137,3 +137,11 @@ class TrainablePolicy(Policy, Protocol):
     def check_prompts(self, prompts: Sequence[str | Prompt], max_new_tokens: int = 0) -> None:
         """Raise a one-line error if a prompt cannot fit the context with ``max_new_tokens``."""
         ...
+
+    def prepare(self, accelerator: Any, *objects: Any) -> tuple[Any, ...]:
+        """``accelerator.prepare`` the model with ``objects``; returns the prepared ``objects``."""
+        ...
+
+    def through_prepared(self) -> Any:
+        """A context in which forward passes run through the accelerate-wrapped module."""
+        ...

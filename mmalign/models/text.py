@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class TextPolicy:
         self.frozen = False
         self.adapters_disabled = False
         self._reference: TextPolicy | None = None
+        self._prepared: torch.nn.Module | None = None  # the accelerate-wrapped model (prepare)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -446,3 +447,30 @@ class TextPolicy:
         """Raise the one-line error ``sample`` would raise if a prompt cannot fit the context with
         ``max_new_tokens`` new tokens, before any work is done."""
         self.encode_prompts(prompts, max_new_tokens)
+
+    def prepare(self, accelerator: Any, *objects: Any) -> tuple[Any, ...]:
+        """``accelerator.prepare`` the model together with ``objects`` (optimizer, value model, ...)
+        and return the prepared ``objects`` in order. The wrapped module (DDP, FSDP, DeepSpeed; the
+        model itself on one process) is :attr:`prepared_module`; forward passes inside
+        :meth:`through_prepared` run through it, so gradients synchronise across processes.
+        Sampling, the reference and :meth:`save` keep using the unwrapped model."""
+        out = accelerator.prepare(self.model, *objects)
+        out = out if isinstance(out, tuple) else (out,)
+        self._prepared = out[0]
+        return tuple(out[1:])
+
+    @property
+    def prepared_module(self) -> torch.nn.Module:
+        """The module :meth:`prepare` wrapped (the model itself before ``prepare``)."""
+        return self._prepared if self._prepared is not None else self.model
+
+    @contextlib.contextmanager
+    def through_prepared(self) -> Iterator[torch.nn.Module]:
+        """Within the block, ``score`` / ``logits`` forward through :attr:`prepared_module`; the
+        unwrapped model is back afterwards, also after an exception."""
+        original = self.model
+        self.model = self.prepared_module
+        try:
+            yield self.model
+        finally:
+            self.model = original

@@ -59,3 +59,26 @@ def test_check_prompts_raises_before_work(policy):
     policy.check_prompts(["short prompt"], 8)
     with pytest.raises(UserError, match="prompt 0"):
         policy.check_prompts(["word " * 5000], 8)
+
+
+def test_prepare_and_forward_through_the_prepared_module(policy):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    assert policy.prepared_module is policy.model
+    opt = torch.optim.SGD(policy.trainable_parameters(), lr=1e-2)
+    (prepared_opt,) = policy.prepare(accelerator, opt)
+    assert prepared_opt is not opt and prepared_opt.optimizer is opt  # accelerate's wrapper
+    unwrapped = policy.model
+    batch = policy.encode(["The quick brown"], [" fox"])
+    before = policy.score(batch).detach()
+    with policy.through_prepared() as module:
+        assert policy.model is module is policy.prepared_module
+        loss = -policy.score(batch).sum()
+        accelerator.backward(loss)
+        prepared_opt.step()
+    assert policy.model is unwrapped
+    assert not torch.allclose(policy.score(batch).detach(), before)  # the step changed the weights
+    with pytest.raises(RuntimeError), policy.through_prepared():
+        raise RuntimeError("inside")
+    assert policy.model is unwrapped  # restored after an exception too

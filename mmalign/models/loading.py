@@ -12,6 +12,7 @@ file (:mod:`mmalign.utils.io_errors`). ``key`` is the config section the model c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,26 +190,49 @@ def load_text_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: s
                       quantization=quantization)
 
 
+def load_media_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: str = "auto",
+                      key: str = "model") -> TextPolicy:
+    """A ``multimodal`` (our media adapters) or ``native_vlm`` (a HF VLM) checkpoint directory."""
+    from mmalign.models.multimodal_loading import load_multimodal_policy
+
+    device = run_device if cfg.device == "run" else cfg.device
+    dtype = run_dtype if cfg.dtype == "run" else cfg.dtype
+    return load_multimodal_policy(
+        cfg.path, device=device, dtype=dtype, lora=cfg.lora if cfg.lora.enabled else None,
+        chat_template=cfg.chat_template, max_prompt_tokens=cfg.max_prompt_tokens,
+        truncation=cfg.truncation, reference_mode=cfg.reference, key=f"{key}.path")
+
+
+# The checkpoint's recorded kind (``mmalign_policy.json``'s ``kind``, or what its config.json says)
+# -> the loader of that adapter. A new adapter family registers its kind here.
+POLICY_LOADERS: dict[str, Callable[..., TextPolicy]] = {
+    "text": load_text_policy,
+    "multimodal": load_media_policy,
+    "native_vlm": load_media_policy,
+}
+
+
+def policy_kind(path: str, key: str = "model.path") -> str:
+    """The kind of the checkpoint at ``path``: what a local directory records, else ``text``
+    (a hub id or a GGUF file)."""
+    if not Path(path).is_dir():
+        return "text"
+    from mmalign.models.multimodal_loading import checkpoint_kind
+
+    return checkpoint_kind(path, key=key)
+
+
 def load_policy(cfg: ModelConfig | str | Path, *, run_device: str = "auto", run_dtype: str = "auto",
                 key: str = "model", **overrides: Any) -> TextPolicy:
-    """Load a policy from a ``model:`` config or a checkpoint path (``overrides`` set config fields);
-    ``key`` names the config section in error messages."""
+    """Load a policy from a ``model:`` config or a checkpoint path (``overrides`` set config fields),
+    with the loader :data:`POLICY_LOADERS` registers for the checkpoint's kind; ``key`` names the
+    config section in error messages."""
     if not isinstance(cfg, ModelConfig):
         if isinstance(overrides.get("lora"), dict):
             overrides["lora"] = LoraConfig(**overrides["lora"])
         cfg = ModelConfig(path=str(cfg), **overrides)
     elif overrides:
         raise TypeError("pass overrides only with a path")
-    if Path(cfg.path).is_dir():
-        from mmalign.models.multimodal_loading import checkpoint_kind, load_multimodal_policy
-
-        quiet_hf_progress()
-
-        if checkpoint_kind(cfg.path, key=f"{key}.path") != "text":
-            device = run_device if cfg.device == "run" else cfg.device
-            dtype = run_dtype if cfg.dtype == "run" else cfg.dtype
-            return load_multimodal_policy(
-                cfg.path, device=device, dtype=dtype, lora=cfg.lora if cfg.lora.enabled else None,
-                chat_template=cfg.chat_template, max_prompt_tokens=cfg.max_prompt_tokens,
-                truncation=cfg.truncation, reference_mode=cfg.reference, key=f"{key}.path")
-    return load_text_policy(cfg, run_device=run_device, run_dtype=run_dtype, key=key)
+    quiet_hf_progress()
+    kind = policy_kind(cfg.path, key=f"{key}.path")
+    return POLICY_LOADERS[kind](cfg, run_device=run_device, run_dtype=run_dtype, key=key)

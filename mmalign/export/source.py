@@ -49,6 +49,9 @@ class Checkpoint:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from mmalign.models.loading import quiet_hf_progress
+
+        quiet_hf_progress()  # -q: no weight-loading bar
         kwargs.setdefault("dtype", torch.float32)
         try:
             model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs)

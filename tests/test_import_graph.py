@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,56 @@ def test_the_check_passes_an_acyclic_toy_package(tmp_path):
     assert find_cycle(graph) is None
     assert graph == {"a": {"b": ["pkg/a/__init__.py:1"]}, "b": {"c": ["pkg/b/__init__.py:1"]}, "c": {},
                      "d": {"a": ["pkg/d.py:1"]}}
+
+
+# "align/ imports nothing but torch/numpy/scipy, so it can be tested exactly": besides those three
+# (and the standard library), a module of align/ may import only align/ itself and mmalign.errors.
+ALIGN_MAY_IMPORT = {"torch", "numpy", "scipy", "__future__"} | set(sys.stdlib_module_names)
+
+
+def impure_align_imports(root: Path = PACKAGE) -> list[str]:
+    """``file:line module`` for every import in ``<root>/align`` outside what align/ may import
+    (lazy and relative imports included)."""
+    top = root.name
+    allowed_own = {f"{top}.align", f"{top}.errors"}
+    found = []
+    for path in sorted((root / "align").rglob("*.py")):
+        name = _module_name(path, root)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                # `from pkg import utils` imports pkg.utils
+                targets = [f"{module}.{a.name}" for a in node.names] if module == top else [module]
+            else:
+                continue
+            for target in targets:
+                first = target.split(".")[0]
+                own = any(target == m or target.startswith(m + ".") for m in allowed_own)
+                if not own and (first == top or first not in ALIGN_MAY_IMPORT):
+                    found.append(f"{path.relative_to(root.parent).as_posix()}:{node.lineno} {target}")
+    return found
+
+
+def test_align_imports_nothing_but_torch_numpy_scipy_and_errors():
+    bad = impure_align_imports()
+    assert not bad, "align/ is pure math; move what needs these elsewhere:\n" + "\n".join(bad)
+
+
+def test_the_purity_check_sees_io_lazy_and_relative_imports(tmp_path):
+    root = _write(tmp_path / "pkg", {
+        "__init__.py": "", "errors.py": "", "utils/__init__.py": "", "utils/atomic.py": "",
+        "align/__init__.py": "from pkg.align.math import f\nfrom pkg import errors\n",
+        "align/math.py": ("import math\nimport numpy as np\nfrom scipy.special import expit\nimport torch\n"
+                          "from pkg.errors import E\nfrom . import other\n"
+                          "import safetensors\n"
+                          "def f():\n    from pkg.utils.atomic import write\n    return write\n"),
+        "align/other.py": "from ..utils import atomic\nfrom pkg import utils\n"})
+    assert impure_align_imports(root) == ["pkg/align/math.py:7 safetensors", "pkg/align/math.py:9 pkg.utils.atomic",
+                                          "pkg/align/other.py:1 pkg.utils", "pkg/align/other.py:2 pkg.utils"]

@@ -10,8 +10,6 @@ Python API (what the trainer and the evaluators import):
 
 ``calibrate(ref_rewards, rewards, ref_lengths=None)``
     empirical c for candidate rewards against (ragged) reference rewards, any device.
-``CalibrationStore(path, policy_fingerprint=..., reward_fingerprint=...)``, ``prompt_key(text, media)``
-    reference rewards persisted per prompt; ``get/put/lookup/save``.
 ``get_transform(name, t=None, k=None)``
     :math:`\Phi` as a callable on numpy arrays and torch tensors (identity, log, exp, neg_exp, power).
 ``get_procedure(name, n)``
@@ -28,6 +26,10 @@ Python API (what the trainer and the evaluators import):
     the win-rate-optimal :math:`\Phi^*` (tabulated, callable on tensors).
 ``frontier(procedure, n, kls, transforms)``, ``recommend(procedure, n, kl)``
     the records behind ``mmalign frontier`` and ``mmalign frontier recommend``.
+
+This package imports nothing but torch, numpy, scipy, the standard library and ``mmalign.errors``
+(``tests/test_import_graph.py`` holds it to that). The reference rewards kept on disk across runs
+are :class:`mmalign.rl.calibration_store.CalibrationStore`.
 """
 
 from mmalign.align.analytic import (
@@ -50,7 +52,7 @@ from mmalign.align.frontier import FrontierPoint, Recommendation, frontier, reco
 from mmalign.align.procedures import PROCEDURES, Procedure, get_procedure
 from mmalign.align.transforms import ALL_TRANSFORMS, TRANSFORMS, Transform, get_transform
 
-_LAZY = {"CalibrationStore", "calibrate", "prompt_key"}  # need torch: imported on first use
+_LAZY = {"calibrate"}  # need torch: imported on first use
 
 
 def __getattr__(name: str):
@@ -66,7 +68,6 @@ __all__ = [
     "BestOfNOptimum",
     "PROCEDURES",
     "TRANSFORMS",
-    "CalibrationStore",
     "FrontierPoint",
     "OptimalPolicy",
     "Procedure",
@@ -87,7 +88,6 @@ __all__ = [
     "optimal_policy",
     "optimal_transform",
     "policy_at_kl",
-    "prompt_key",
     "recommend",
     "win_rate",
 ]

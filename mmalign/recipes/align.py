@@ -3,7 +3,7 @@ r"""Recipe ``align``: CTRL -- calibrate, transform, KL-regularised RL -- and its
 Read top to bottom:
 
 1. **Calibration.** K reference rollouts per training prompt, scored by the reward, kept in a
-   :class:`~mmalign.align.calibration.CalibrationStore` (reused when the same reference policy and
+   :class:`~mmalign.rl.calibration_store.CalibrationStore` (reused when the same reference policy and
    reward come back).
 2. **RL loop.** Each step samples ``n`` continuations per prompt from the current policy, scores
    them, calibrates each reward against its prompt's reference rewards
@@ -164,7 +164,7 @@ def calibrate_prompts(cfg: AlignConfig, task: Task, reference, store_path: Path,
     """
     from accelerate.utils import gather_object
 
-    from mmalign.align.calibration import CalibrationStore
+    from mmalign.rl.calibration_store import CalibrationStore
 
     c, ro = cfg.calibration, cfg.rollout
     max_new = c.max_new_tokens or ro.max_new_tokens

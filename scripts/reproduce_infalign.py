@@ -88,6 +88,10 @@ QUICK_BUDGETS, QUICK_SEEDS = (0.5,), (0,)
 KL_MATCH = 0.10       # KLs are matched when |KL_A / KL_B - 1| <= 10%
 CAPTURED_BAR = 0.90   # acceptance: captured fraction on training prompts
 KL_FLOOR = 1e-3       # below this measured KL the analytic gain is too small for a captured fraction
+# Step size per budget, the same for every method: align_base.yaml's train.lr is the rate at KL 1,
+# scaled by sqrt(budget) (the distance a tilt moves in parameter space grows like sqrt(KL)). At a
+# fixed rate the gradient noise of a low budget's run costs a larger share of its KL (docs/ctrl.md).
+LR_REFERENCE_KL = 1.0
 
 # Overrides of the --quick smoke run (the configs hold the full study's settings).
 QUICK_SFT = ["train.steps=30", "train.eval_every=30", "train.log_every=10", "eval_data.max_rows=16"]
@@ -164,11 +168,18 @@ def run_name(method: str, kl: float, seed: int) -> str:
     return f"{method}-kl{kl:g}-s{seed}"
 
 
+def budget_lr(kl: float) -> float:
+    """The learning rate of a run at KL budget ``kl``: align_base.yaml's train.lr times sqrt(kl / 1)."""
+    base = yaml.safe_load((REPO / CONFIGS / "align_base.yaml").read_text(encoding="utf-8"))["train"]["lr"]
+    return float(base) * math.sqrt(kl / LR_REFERENCE_KL)
+
+
 def align_one(out: Path, reference: Path, method: str, kl: float, seed: int, quick: bool) -> Path:
     """Align one (method, budget, seed) from the reference; returns its run directory."""
     name = run_name(method, kl, seed)
     overrides = [f"run.name={name}", f"run.output_dir={out / 'runs'}", f"run.seed={seed}", f"model.path={reference}",
-                 f"kl.target={kl}", f"calibration.store={calibration_store(out)}", *(QUICK_ALIGN if quick else [])]
+                 f"kl.target={kl}", f"train.lr={budget_lr(kl):.6g}", f"calibration.store={calibration_store(out)}",
+                 *(QUICK_ALIGN if quick else [])]
     run_or_reuse(out / "runs" / name, CONFIGS / METHODS[method].config, "align", overrides, ["align"],
                  newer_than=_done_time(reference.parent))
     return out / "runs" / name
@@ -243,9 +254,9 @@ def ideal_tilt(cfg: dict) -> Transform:
     """The transform whose exact tilt of the reference is the method's ideal (at any KL).
 
     raw -> identity (the best standard RLHF can reach), bond -> log (BOND's score (N-1)·log c is
-    the log tilt), auto -> exp / neg_exp at the t the run used (best_t at its KL target), any
+    the log tilt), auto -> exp / neg_exp at the t the run used (robust_t at its KL target), any
     other name -> that transform."""
-    from mmalign.align import best_t, get_transform
+    from mmalign.align import get_transform, robust_t
 
     tr = cfg["transform"]
     if cfg["objective"] == "bond":
@@ -253,7 +264,8 @@ def ideal_tilt(cfg: dict) -> Transform:
     if tr["name"] in ("raw", "identity"):
         return get_transform("identity")
     if tr["name"] == "auto":
-        return best_t(tr["procedure"], int(tr["n"]), float(cfg["kl"]["target"])).transform
+        return robust_t(tr["procedure"], int(tr["n"]), float(cfg["kl"]["target"]),
+                        float(tr.get("t_tolerance", 0.0))).transform
     if tr["name"] == "optimal":
         from mmalign.align import optimal_transform
 
@@ -652,7 +664,9 @@ def setup_lines(s: dict, info: dict) -> list[str]:
         f"(≤ {a['rollout.max_new_tokens']} new tokens), {a['train.epochs']} epoch(s) x {a['train.minibatches']} "
         f"minibatch(es), advantage {a['advantage.estimator']}, KL {a['kl.estimator']} in mode {a['kl.mode']}, "
         f"{a['kl.controller']} β (horizon {a['kl.horizon']:g}) steering the KL toward the budget, lr "
-        f"{a['train.lr']:g} ({a['train.schedule']}), {a['data.max_rows']} training prompts (`{a['data.path']}` "
+        f"{', '.join(f'{budget_lr(k):.3g}' for k in info['budgets'])} at budgets "
+        f"{', '.join(f'{k:g}' for k in info['budgets'])} (align_base's {budget_lr(LR_REFERENCE_KL):g} x "
+        f"sqrt(budget), the same for every method; {a['train.schedule']} decay), {a['data.max_rows']} training prompts (`{a['data.path']}` "
         f"rows {a['data.skip_rows']}..{_rows_end(a['data.skip_rows'], a['data.max_rows'])}). Calibration: K = "
         f"{a['calibration.num_samples']} reference samples per prompt, drawn once into one store shared by "
         f"every calibrated method, budget and seed. KL budgets {', '.join(f'{k:g}' for k in info['budgets'])}; "
@@ -662,14 +676,15 @@ def setup_lines(s: dict, info: dict) -> list[str]:
         "* **Evaluation** (`mmalign evaluate winrate`), every run on two prompt sets:",
         *evals,
         "  U-statistic win rates against the reference (ties count half), percentile-bootstrap 95% intervals over "
-        "prompts, KL(π‖π_ref) = mean sequence log-ratio on the policy's samples ± its standard error.",
+        "prompts, KL(π‖π_ref) = the exact per-token KL summed over the states of the policy's own samples "
+        "(mean over prompts ± its standard error; the log-ratio estimate is in results.json).",
         *([] if same_reward else [f"* **Note**: the evaluation reward differs from the training reward "
                                   f"`{a['reward.kind']}`: win rates are not what the methods optimised."]),
         "* **Captured fraction** = (W − 0.5) / (W_analytic(KL) − 0.5): W is a run's measured win rate, "
         "W_analytic the exact win rate (calculus of `mmalign frontier`) of the method's own ideal tilt of the "
         "reference at the run's *measured* KL. Ideal tilts: identity for CTRL-identity and for raw RLHF (the "
         "best standard RLHF can reach: raw RLHF's optimum is not a tilt on the calibrated scale, identity is "
-        "the standard-optimal one), exp / neg_exp at the t the run used (best t for its KL target), log for "
+        "the standard-optimal one), exp / neg_exp at the t the run used (robust_t for its KL target: the flattest t within transform.t_tolerance of the best t's exact win rate), log for "
         "BOND (its score (N−1)·log c is the log tilt). Reported for the method's deployment procedure and for "
         f"standard sampling; none where the measured KL is below {KL_FLOOR:g}.",
         "* **Paired comparisons**: per prompt, each method's win rate averaged over its seeds, then A − B per "

@@ -17,7 +17,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mmalign"
 POLICY_NAME = re.compile(r"^(policy|reference|ref|ref_policy|pol|student|teacher|mm_policy|.*_policy)$")
 INTERNALS = {"model", "tokenizer", "encode_prompts"}
 STILL_REACHING_IN = {
-    "recipes/align.py",  # accelerate: prepares and swaps policy.model (a prepare hook is to come)
     "evaluation/mmlu/backends.py",  # the MMLU Backend, to be folded into the Policy's scoring
 }
 

@@ -10,6 +10,9 @@ Python API (what the trainer and the evaluators import):
 
 ``calibrate(ref_rewards, rewards, ref_lengths=None)``
     empirical c for candidate rewards against (ragged) reference rewards, any device.
+``score(rewards, ref_rewards, n, transform=None, bond_n=None)``
+    the score the RL step maximises: :math:`\Phi(c)` (CTRL), BOND's :math:`(N-1)\log c`, or the raw
+    reward; with ``calibrated_rewards``, ``transformed``, ``bond_log_ratio`` (:mod:`mmalign.align.scores`).
 ``get_transform(name, t=None, k=None)``
     :math:`\Phi` as a callable on numpy arrays and torch tensors (identity, log, exp, neg_exp, power).
 ``get_procedure(name, n)``
@@ -52,14 +55,16 @@ from mmalign.align.frontier import FrontierPoint, Recommendation, frontier, reco
 from mmalign.align.procedures import PROCEDURES, Procedure, get_procedure
 from mmalign.align.transforms import ALL_TRANSFORMS, TRANSFORMS, Transform, get_transform
 
-_LAZY = {"calibrate"}  # need torch: imported on first use
+# these need torch: imported on first use
+_LAZY = {"calibrate": "calibration", "Scores": "scores", "bond_log_ratio": "scores",
+         "calibrated_rewards": "scores", "score": "scores", "transformed": "scores"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from mmalign.align import calibration
+        import importlib
 
-        return getattr(calibration, name)
+        return getattr(importlib.import_module(f"mmalign.align.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'mmalign.align' has no attribute {name!r}")
 
 
@@ -78,7 +83,9 @@ __all__ = [
     "best_t",
     "robust_t",
     "beta_for_kl",
+    "bond_log_ratio",
     "calibrate",
+    "calibrated_rewards",
     "evaluate",
     "frontier",
     "get_procedure",
@@ -89,5 +96,8 @@ __all__ = [
     "optimal_transform",
     "policy_at_kl",
     "recommend",
+    "score",
+    "Scores",
+    "transformed",
     "win_rate",
 ]

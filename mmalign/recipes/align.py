@@ -1,18 +1,24 @@
 r"""Recipe ``align``: CTRL -- calibrate, transform, KL-regularised RL -- and its baselines.
 
-Read top to bottom:
+:func:`run_align` reads top to bottom, one named step after another (CleanRL's ``ppo.py`` is the
+model); each step is a short function below it or a component:
 
-1. **Calibration.** K reference rollouts per training prompt, scored by the reward, kept in a
-   :class:`~mmalign.rl.calibration_store.CalibrationStore` (reused when the same reference policy and
-   reward come back).
-2. **RL loop.** Each step samples ``n`` continuations per prompt from the current policy, scores
-   them, calibrates each reward against its prompt's reference rewards
-   (:math:`c \in [0, 1]`), applies the transform :math:`\Phi` and trains on
-   :math:`\Phi(c) - \beta\,\mathrm{KL}` with RLOO, group-normalised or GAE advantages and a clipped
-   surrogate (:mod:`mmalign.rl.step`).
-3. **Baselines** are switches of the same loop: ``transform.name: raw`` (standard RLHF on the raw
-   reward), ``identity`` / ``exp`` / ``neg_exp`` (calibrated), and ``objective: bond`` (BOND:
-   Jeffreys divergence toward the best-of-N distribution of the reference).
+1. **calibrate** (:func:`calibration`): K reference rollouts per training prompt, scored by the
+   reward, kept in a :class:`~mmalign.rl.calibration_store.CalibrationStore` (reused when the same
+   reference policy and reward come back).
+2. **rollout**: ``n`` continuations per prompt from the current policy.
+3. **score** (:func:`mmalign.align.scores.score`): each reward calibrated against its prompt's
+   reference rewards (:math:`c \in [0, 1]`) and transformed, :math:`\Phi(c)`; BOND's
+   :math:`(N-1)\log c`; or the raw reward.
+4. **advantages** (:func:`mmalign.rl.step.make_rollout`): log-probs, the KL to the reference and
+   RLOO, group-normalised or GAE advantages of :math:`\Phi(c) - \beta\,\mathrm{KL}`.
+5. **update** (:func:`train_step`): the clipped surrogate (:func:`mmalign.rl.step.update`) through
+   the policy's accelerate-prepared module.
+6. **log and checkpoint**: metrics averaged over processes, the KL controller, a checkpoint.
+
+Baselines are switches of the same loop: ``transform.name: raw`` (standard RLHF on the raw
+reward), ``identity`` / ``exp`` / ``neg_exp`` (calibrated), and ``objective: bond`` (BOND:
+Jeffreys divergence toward the best-of-N distribution of the reference).
 
 Runs unchanged under ``accelerate launch`` (each process takes its share of the step's prompts;
 gradients are averaged by the prepared model; only the main process writes).
@@ -20,32 +26,30 @@ gradients are averaged by the prepared model; only the main process writes).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
 
+from mmalign.align import beta_for_kl, get_procedure, get_transform, optimal_transform, robust_t
+from mmalign.align.scores import Scores, score
 from mmalign.config import to_yaml
 from mmalign.config.schemas.align import AlignConfig
 from mmalign.errors import ConfigError, DataError, DivergenceError, RewardError, UserError
 from mmalign.models.policy import Prompt
 from mmalign.rl import checkpoint as ckpt
-from mmalign.rl.kl import kl_per_token, make_kl_controller, token_kl
-from mmalign.rl.step import (
-    Rollout,
-    UpdateSettings,
-    advantages_for,
-    gather_tokens,
-    log_distributions,
-    logprobs,
-    update,
-    values_of,
-)
+from mmalign.rl.calibration_store import CalibrationStore
+from mmalign.rl.kl import make_kl_controller
+from mmalign.rl.step import Rollout, UpdateSettings, make_rollout, update
 from mmalign.utils.device import resolve_device
 from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.progress import echo, progress
@@ -104,31 +108,21 @@ def build_task(cfg: AlignConfig, device: torch.device) -> Task:
 
 def choose_transform(cfg: AlignConfig):
     r"""The transform :math:`\Phi` (None for ``raw``) and the initial :math:`\beta`."""
-    from mmalign.align.transforms import get_transform
-
     tr, beta = cfg.transform, cfg.kl.beta
     if cfg.objective == "bond":
         if beta is None:  # BOND's score (N-1) log c at beta is the log tilt at beta / (N-1)
-            from mmalign.align.analytic import beta_for_kl
-
             beta = (tr.n - 1) * beta_for_kl(get_transform("log"), cfg.kl.target)
         return None, beta
     if tr.name == "raw":
         return None, beta
     if tr.name == "auto":
-        from mmalign.align.analytic import robust_t
-
         tuned = robust_t(tr.procedure, tr.n, cfg.kl.target, tr.t_tolerance)
         return tuned.transform, beta if beta is not None else tuned.beta
     if tr.name == "optimal":
-        from mmalign.align.analytic import optimal_transform
-
         phi = optimal_transform(tr.procedure, tr.n, cfg.kl.target)
     else:
         phi = get_transform(tr.name, t=tr.t, k=tr.k)
     if beta is None:
-        from mmalign.align.analytic import beta_for_kl
-
         beta = beta_for_kl(phi, cfg.kl.target)
     return phi, beta
 
@@ -162,10 +156,6 @@ def calibrate_prompts(cfg: AlignConfig, task: Task, reference, store_path: Path,
 
     Missing prompts are split across processes; the main process saves the store.
     """
-    from accelerate.utils import gather_object
-
-    from mmalign.rl.calibration_store import CalibrationStore
-
     c, ro = cfg.calibration, cfg.rollout
     max_new = c.max_new_tokens or ro.max_new_tokens
     sampling = {"max_new_tokens": max_new, "temperature": ro.temperature, "top_p": ro.top_p, "top_k": ro.top_k}
@@ -257,40 +247,48 @@ def _lr_lambda(cfg: AlignConfig):
 
 
 # ---------------------------------------------------------------------------------------------
-# the recipe
+# the steps of the loop
 # ---------------------------------------------------------------------------------------------
-def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Train; returns a summary dict. Writes ``<run.output_dir>/<run.name>/``."""
-    from accelerate import Accelerator
+@contextlib.contextmanager
+def _timed(timers: dict[str, float], key: str) -> Iterator[None]:
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timers[key] += time.perf_counter() - t
 
-    accelerator = Accelerator(cpu=resolve_device(cfg.run.device).type == "cpu")
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if cfg.rollout.prompts_per_step % world:
-        raise UserError(f"rollout.prompts_per_step ({cfg.rollout.prompts_per_step}) must be divisible by the "
-                        f"number of processes ({world})")
 
-    # run directory (main process), then everyone agrees on the path
-    run: RunDir | None = None
-    if main:
+@dataclass
+class Training:
+    """What the update changes and the checkpoint keeps: optimiser, schedule, KL controller and
+    the (prepared) value model."""
+
+    optimizer: Any
+    scheduler: Any
+    kl_ctl: Any
+    value_model: Any  # None unless advantage.estimator is gae
+    params: list[torch.nn.Parameter]  # the policy's, then the value model's
+    groups: dict[str, list[torch.nn.Parameter]]  # the checkpoint's tensor groups
+
+
+def open_run(cfg: AlignConfig, accelerator, *, overwrite: bool, resume: bool) -> tuple[RunDir | None, Path]:
+    """The run directory (opened and locked by the main process only) and its path."""
+    run = None
+    if accelerator.is_main_process:
         run = RunDir.open(cfg.run.output_dir, cfg.run.name, to_yaml(cfg), overwrite=overwrite, resume=resume)
     accelerator.wait_for_everyone()
-    run_path = Path(cfg.run.output_dir) / cfg.run.name
-    note = (run.logger.info if run is not None else (lambda *_: None))
+    return run, Path(cfg.run.output_dir) / cfg.run.name
 
-    # components
-    seed_everything(cfg.run.seed)
-    task = build_task(cfg, accelerator.device)
-    policy, reward = task.policy, task.reward
-    reference = policy.reference()
-    phi, beta0 = choose_transform(cfg)
+
+def build_training(cfg: AlignConfig, task: Task, accelerator, beta0: float | None, note) -> Training:
+    """Value model (GAE), AdamW, the policy prepared for accelerate, LR schedule, KL controller."""
     value_model = None
     if cfg.advantage.estimator == "gae":
         from mmalign.rl.value import CausalLMValue, TableValue
 
         value_model = (TableValue(len(task.prompts)) if cfg.bandit is not None
                        else CausalLMValue.from_pretrained(cfg.model.path)).to(accelerator.device)
-    params = policy.trainable_parameters()
+    params = task.policy.trainable_parameters()
     if not params:
         raise UserError("the policy has no trainable parameters (a quantised model needs model.lora.enabled)")
     tr = cfg.train
@@ -298,187 +296,223 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
     if value_model is not None:
         groups.append({"params": list(value_model.parameters()), "lr": tr.value_lr or tr.lr})
     optimizer = torch.optim.AdamW(groups, lr=tr.lr, betas=tuple(tr.adam_betas), weight_decay=tr.weight_decay)
-    if value_model is not None:
-        train_model, optimizer, value_model = accelerator.prepare(policy.model, optimizer, value_model)
-    else:
-        train_model, optimizer = accelerator.prepare(policy.model, optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                                                  _lr_lambda(cfg))
+    optimizer, *prepared = task.policy.prepare(accelerator, optimizer, *([value_model] if value_model is not None else []))
+    value_model = prepared[0] if prepared else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(getattr(optimizer, "optimizer", optimizer), _lr_lambda(cfg))
     beta0 = beta0 if beta0 is not None else 1.0
     try:
         kl_ctl = make_kl_controller(cfg.kl.controller, beta0, cfg.kl.target, cfg.kl.horizon, beta_min=cfg.kl.beta_min,
                                     beta_max=cfg.kl.beta_max, warmup=cfg.kl.warmup_steps)
     except ValueError as exc:
         raise ConfigError(f"kl.beta_min: {exc}") from None
-    if main and cfg.kl.beta is None:
+    if cfg.kl.beta is None:
         note("beta %.4g solved for kl.target %.3g", beta0, cfg.kl.target)
-    all_params = params + (list(accelerator.unwrap_model(value_model).parameters()) if value_model is not None else [])
-    ckpt_groups = {"policy": params} | ({"value": all_params[len(params):]} if value_model is not None else {})
+    value_params = list(accelerator.unwrap_model(value_model).parameters()) if value_model is not None else []
+    ckpt_groups = {"policy": params} | ({"value": value_params} if value_model is not None else {})
+    return Training(optimizer, scheduler, kl_ctl, value_model, params + value_params, ckpt_groups)
 
-    # 1. calibration
-    ref_rewards: list[torch.Tensor] | None = None
-    if phi is not None or cfg.objective == "bond":
-        store = Path(cfg.calibration.store) if cfg.calibration.store else run_path / "calibration.safetensors"
-        t0 = time.perf_counter()
-        ref_rewards = calibrate_prompts(cfg, task, reference, store, accelerator)
-        note("calibration: %d prompts x K=%d in %.1fs", len(ref_rewards), cfg.calibration.num_samples,
-             time.perf_counter() - t0)
 
-    # resume from the newest valid checkpoint
-    start = 0
-    if run_path.joinpath("checkpoints").is_dir() and (run.resumed if run is not None else resume):
-        def report(msg: str) -> None:
-            if main:
-                echo(f"mmalign: warning: {msg}")
-                note(msg)
-
-        found = ckpt.latest_valid(run_path / "checkpoints", report)
-        if found is not None:
-            ckpt.load_trainable(ckpt_groups, found.tensors())
-            optimizer.load_state_dict(found.optimizer())
-            state = found.trainer()
-            scheduler.load_state_dict(state["scheduler"])
-            kl_ctl.load_state_dict(state["kl_controller"])
-            ckpt.restore_rng(found.rng())
-            start = found.step
-        if run is not None:
-            run.truncate_metrics(start)
-            note("resuming after step %d", start)
-
-    settings = UpdateSettings(
-        n=cfg.rollout.n, advantage=cfg.advantage.estimator, whiten=cfg.advantage.whiten, gamma=cfg.advantage.gamma,
-        lam=cfg.advantage.lam, kl_estimator=cfg.kl.estimator, kl_mode=cfg.kl.mode, epochs=tr.epochs,
-        minibatches=tr.minibatches, grad_accum=tr.grad_accum, clip=tr.clip, value_clip=tr.value_clip,
-        vf_coef=tr.vf_coef, max_grad_norm=tr.max_grad_norm, loss_agg=tr.loss_agg, temperature=cfg.rollout.temperature,
+def update_settings(cfg: AlignConfig) -> UpdateSettings:
+    tr, adv = cfg.train, cfg.advantage
+    return UpdateSettings(
+        n=cfg.rollout.n, advantage=adv.estimator, whiten=adv.whiten, gamma=adv.gamma, lam=adv.lam,
+        kl_estimator=cfg.kl.estimator, kl_mode=cfg.kl.mode, epochs=tr.epochs, minibatches=tr.minibatches,
+        grad_accum=tr.grad_accum, clip=tr.clip, value_clip=tr.value_clip, vf_coef=tr.vf_coef,
+        max_grad_norm=tr.max_grad_norm, loss_agg=tr.loss_agg, temperature=cfg.rollout.temperature,
         forward_weight=cfg.bond.forward_weight if cfg.objective == "bond" else 0.0)
-    ro = cfg.rollout
-    sampling = {"max_new_tokens": ro.max_new_tokens, "temperature": ro.temperature, "top_p": ro.top_p, "top_k": ro.top_k}
-    local = ro.prompts_per_step // world
-    K = cfg.calibration.num_samples
-    last: dict[str, Any] = {}
-    hint = lr_hint("train.lr", tr.lr)
 
-    # 2. the RL loop
-    bar = progress(total=tr.steps, initial=start, desc=cfg.run.name) if main else _NullBar()
+
+def calibration(cfg: AlignConfig, task: Task, reference, run_path: Path, accelerator, note) -> list[torch.Tensor]:
+    """Step 1: K reference rewards per training prompt (the store, or sampled and scored)."""
+    store = Path(cfg.calibration.store) if cfg.calibration.store else run_path / "calibration.safetensors"
+    t0 = time.perf_counter()
+    ref_rewards = calibrate_prompts(cfg, task, reference, store, accelerator)
+    note("calibration: %d prompts x K=%d in %.1fs", len(ref_rewards), cfg.calibration.num_samples,
+         time.perf_counter() - t0)
+    return ref_rewards
+
+
+def resume_from_checkpoint(run: RunDir | None, run_path: Path, training: Training, resume: bool, note) -> int:
+    """Restore the newest valid checkpoint of a resumed run; returns the step it ends (0: none)."""
+    if not (run_path.joinpath("checkpoints").is_dir() and (run.resumed if run is not None else resume)):
+        return 0
+
+    def report(msg: str) -> None:
+        if run is not None:
+            echo(f"mmalign: warning: {msg}")
+            note(msg)
+
+    start = 0
+    found = ckpt.latest_valid(run_path / "checkpoints", report)
+    if found is not None:
+        ckpt.load_trainable(training.groups, found.tensors())
+        training.optimizer.load_state_dict(found.optimizer())
+        state = found.trainer()
+        training.scheduler.load_state_dict(state["scheduler"])
+        training.kl_ctl.load_state_dict(state["kl_controller"])
+        ckpt.restore_rng(found.rng())
+        start = found.step
+    if run is not None:
+        run.truncate_metrics(start)
+        note("resuming after step %d", start)
+    return start
+
+
+def bond_targets(task: Task, reference, prompts: list, n: int, gen, sampling: dict, where: str,
+                 timers: dict[str, float]):
+    """BOND's forward-KL target: the best of ``n`` reference samples per prompt, as a batch."""
+    with _timed(timers, "generate"):
+        bon = reference.sample(prompts, n, generator=gen, **sampling)
+    with _timed(timers, "reward"):
+        r = score_rewards(task.reward, [prompts[i // n] for i in range(len(bon.texts))], bon.texts, where)
+        best = get_procedure("bon", n).select(r.view(-1, n))
+        return task.policy.encode(prompts, [bon.texts[i * n + int(b)] for i, b in enumerate(best)])
+
+
+def train_step(policy, rollout: Rollout, settings: UpdateSettings, training: Training, accelerator, *, beta: float,
+               sft, gen, step: int, hint: str) -> dict[str, float]:
+    """Step 5: the clipped policy-gradient epochs through the prepared (e.g. DDP) module, then the
+    schedule; stops with a DivergenceError before non-finite weights are sampled or saved."""
+    value_model = training.value_model
+    with policy.through_prepared() as module:
+        try:
+            stats = update(policy, rollout, settings, beta=beta, optimizer=training.optimizer, params=training.params,
+                           accelerator=accelerator, sync_modules=(module,) + ((value_model,) if value_model is not None else ()),
+                           value_model=value_model, sft=sft, generator=gen)
+        except FloatingPointError:  # raised before the optimizer step that would apply it
+            raise DivergenceError("align", step, "gradient norm", None, hint) from None
+    training.scheduler.step()
+    check_finite("align", step, hint, loss=stats.get("pg_loss", 0.0))
+    check_finite_weights("align", step, hint, training.params)
+    return stats
+
+
+def step_metrics(cfg: AlignConfig, accelerator, training: Training, raw: torch.Tensor, scored: Scores,
+                 rollout: Rollout, timers: dict[str, float], stats: dict[str, float], beta: float) -> dict[str, Any]:
+    """The step's metrics, averaged over processes (``kl``: per sequence, what drives the controller)."""
+    mask, calibrated = rollout.mask, scored.calibrated
+    local = {
+        "reward_raw": raw.mean(), "reward_calibrated": calibrated.mean() if calibrated is not None else float("nan"),
+        "reward_transformed": scored.scores.mean(), "kl": rollout.kl.sum(dim=1).mean(),
+        "entropy": -(rollout.old_logp * mask).sum() / mask.sum(), "response_length": mask.sum(dim=1).mean(),
+        **{f"time_{k}": v for k, v in timers.items()}, **stats}
+    keys = sorted(local)
+    vec = torch.tensor([float(local[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
+    vec = accelerator.reduce(vec, reduction="mean") if accelerator.num_processes > 1 else vec
+    metrics = dict(zip(keys, vec.tolist()))
+    metrics.update(beta=beta, lr=training.scheduler.get_last_lr()[0])
+    if cfg.train.check_sync:
+        sums = torch.tensor([_param_checksum(training.params)], dtype=torch.float64, device=accelerator.device)
+        metrics["param_checksums"] = (accelerator.gather(sums).tolist() if accelerator.num_processes > 1
+                                      else sums.tolist())
+    return metrics
+
+
+def log_step(run: RunDir | None, bar, step: int, metrics: dict[str, Any]) -> None:
+    """One line of metrics.jsonl (6 decimals; NaN left out) and the progress bar."""
+    if run is not None:
+        run.log_metrics(step, **{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
+                                 for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))})
+        bar.set_postfix(reward=f"{metrics['reward_raw']:.3f}", kl=f"{metrics['kl']:.3f}")
+    bar.update(1)
+
+
+def save_step(cfg: AlignConfig, run_path: Path, accelerator, training: Training, step: int) -> None:
+    """A checkpoint (main process): trainable tensors, optimiser, RNG, schedule and controller."""
+    if accelerator.is_main_process:
+        ckpt.save_checkpoint(
+            run_path / "checkpoints", step, tensors=ckpt.trainable_tensors(training.groups),
+            optimizer=training.optimizer.state_dict(), rng=ckpt.capture_rng(), keep=cfg.checkpoint.keep,
+            trainer={"data_position": step * cfg.rollout.prompts_per_step, "kl_controller": training.kl_ctl.state_dict(),
+                     "scheduler": training.scheduler.state_dict(), "world_size": accelerator.num_processes})
+    accelerator.wait_for_everyone()
+
+
+def finish(cfg: AlignConfig, run: RunDir | None, run_path: Path, policy, accelerator, *, start: int,
+           last: dict[str, Any], phi, beta: float) -> dict[str, Any]:
+    """The final policy, plots and DONE (main process); the summary the CLI prints."""
+    from mmalign.evaluation.plots import tenths
+
+    rows = run.read_metrics() if run is not None else []
+    if run is not None:
+        policy.save(run_path / "final")
+        _plot_run(run, rows)
+        run.finish()
+    accelerator.wait_for_everyone()
+    summary = {k: v for k in ("reward_raw", "reward_calibrated", "kl") if (v := tenths(rows, k)) is not None}
+    return {"run_dir": str(run_path), "steps": cfg.train.steps, "resumed_from": start, "metrics": last,
+            "tenths": summary, "beta": beta,
+            "transform": phi.describe() if phi is not None else ("bond" if cfg.objective == "bond" else "raw")}
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe
+# ---------------------------------------------------------------------------------------------
+def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Train; returns a summary dict. Writes ``<run.output_dir>/<run.name>/``."""
+    accelerator = Accelerator(cpu=resolve_device(cfg.run.device).type == "cpu")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    ro, tr = cfg.rollout, cfg.train
+    if ro.prompts_per_step % world:
+        raise UserError(f"rollout.prompts_per_step ({ro.prompts_per_step}) must be divisible by the "
+                        f"number of processes ({world})")
+    run, run_path = open_run(cfg, accelerator, overwrite=overwrite, resume=resume)
+    note = run.logger.info if run is not None else (lambda *_: None)
+
+    # components
+    seed_everything(cfg.run.seed)
+    task = build_task(cfg, accelerator.device)
+    policy, reference = task.policy, task.policy.reference()
+    phi, beta0 = choose_transform(cfg)
+    training = build_training(cfg, task, accelerator, beta0, note)
+    settings = update_settings(cfg)
+    bond_n = cfg.transform.n if cfg.objective == "bond" else None
+
+    # 1. calibrate: K reference rewards per prompt (not needed for the raw reward)
+    calibrated = phi is not None or bond_n is not None
+    ref_rewards = calibration(cfg, task, reference, run_path, accelerator, note) if calibrated else None
+    start = resume_from_checkpoint(run, run_path, training, resume, note)
+
+    sampling = {"max_new_tokens": ro.max_new_tokens, "temperature": ro.temperature, "top_p": ro.top_p, "top_k": ro.top_k}
+    sampler_is_policy = ro.top_p >= 1.0 and ro.top_k == 0
+    local = ro.prompts_per_step // world
+    hint = lr_hint("train.lr", tr.lr)
+    last: dict[str, Any] = {}
+    bar = progress(total=tr.steps, initial=start, desc=cfg.run.name) if run is not None else _NullBar()
     for step in range(start + 1, tr.steps + 1):
         timers = dict.fromkeys(TIMERS, 0.0)
         gen = torch.Generator().manual_seed(_seed(cfg.run.seed, "step", step, rank))
         idx = step_prompts(len(task.prompts), ro.prompts_per_step, step, cfg.run.seed)[rank * local:(rank + 1) * local]
         prompts = [task.prompts[i] for i in idx]
-        where = f"step {step}"
 
-        t = time.perf_counter()
-        samples = policy.sample(prompts, ro.n, generator=gen, **sampling)
-        rows = [prompts[i // ro.n] for i in range(len(samples.texts))]
-        timers["generate"] += time.perf_counter() - t
+        # 2. rollout: n continuations per prompt from the current policy
+        with _timed(timers, "generate"):
+            samples = policy.sample(prompts, ro.n, generator=gen, **sampling)
 
-        t = time.perf_counter()
-        raw = score_rewards(reward, rows, samples.texts, where)
-        calibrated = None
-        if ref_rewards is not None:
-            from mmalign.align.calibration import calibrate
+        # 3. score: raw reward -> calibrated c -> Phi(c), or BOND's (N-1) log c
+        with _timed(timers, "reward"):
+            rows = [prompts[i // ro.n] for i in range(len(samples.texts))]
+            raw = score_rewards(task.reward, rows, samples.texts, f"step {step}")
+            refs = [ref_rewards[i] for i in idx] if ref_rewards is not None else None
+            scored = score(raw, refs, ro.n, transform=phi, bond_n=bond_n)
+        sft = bond_targets(task, reference, prompts, bond_n, gen, sampling, f"step {step}", timers) if bond_n else None
 
-            calibrated = torch.cat(calibrate([ref_rewards[i] for i in idx], list(raw.double().view(-1, ro.n)))).float()
-        if cfg.objective == "bond":  # log pi_BoN/pi_ref = log N + (N-1) log c
-            scores = (cfg.transform.n - 1) * torch.log(calibrated.clamp_min(0.5 / K))
-        elif phi is None:
-            scores = raw
-        else:
-            c_in = calibrated.clamp_min(0.5 / K) if phi.name == "log" else calibrated
-            scores = torch.as_tensor(phi(c_in), dtype=torch.float32)
-        timers["reward"] += time.perf_counter() - t
-        sft = None
-        if cfg.objective == "bond":  # forward-KL target: best-of-N samples of the reference
-            t = time.perf_counter()
-            bon = reference.sample(prompts, cfg.transform.n, generator=gen, **sampling)
-            timers["generate"] += time.perf_counter() - t
-            t = time.perf_counter()
-            bon_r = score_rewards(reward, [prompts[i // cfg.transform.n] for i in range(len(bon.texts))], bon.texts, where)
-            best = bon_r.view(-1, cfg.transform.n).argmax(dim=1)
-            sft = policy.encode(prompts, [bon.texts[i * cfg.transform.n + int(b)] for i, b in enumerate(best)])
-            timers["reward"] += time.perf_counter() - t
+        # 4. advantages: log-probs, KL to the reference, the advantage estimator
+        beta = training.kl_ctl.value
+        with _timed(timers, "logprob"):
+            rollout = make_rollout(policy, reference, samples, scored.scores, settings, beta=beta,
+                                   value_model=training.value_model, sampler_is_policy=sampler_is_policy)
 
-        t = time.perf_counter()
-        mask = samples.response_mask.float()
-        # Without top-p/top-k the sampler's log-probs are those of the policy that sampled (the
-        # policy tests check this to 1e-4): reuse them instead of another forward pass.
-        exact = ro.top_p >= 1.0 and ro.top_k == 0 and samples.logprobs is not None
-        old_logp = samples.logprobs.float() * mask if exact else logprobs(policy, samples, ro.temperature)
-        values = values_of(value_model, samples) if value_model is not None else None
-        ref_log_dist = None
-        if cfg.kl.estimator == "full":  # exact per-token KL of the next-token distributions
-            ref_log_dist = log_distributions(reference, samples, ro.temperature)
-            ref_logp = gather_tokens(ref_log_dist, samples)
-            kl = token_kl(log_distributions(policy, samples, ro.temperature), ref_log_dist) * mask
-        else:
-            ref_logp = logprobs(reference, samples, ro.temperature)
-            kl = kl_per_token(old_logp, ref_logp, cfg.kl.estimator) * mask
-        beta = kl_ctl.value
-        dev = mask.device
-        adv, returns = advantages_for(settings, scores.to(dev), kl, mask, beta, values)
-        rollout = Rollout(batch=samples, mask=mask, old_logp=old_logp, ref_logp=ref_logp, kl=kl, advantages=adv,
-                          old_values=values, returns=returns, ref_log_dist=ref_log_dist)
-        timers["logprob"] += time.perf_counter() - t
+        # 5. update
+        with _timed(timers, "update"):
+            stats = train_step(policy, rollout, settings, training, accelerator, beta=beta, sft=sft, gen=gen,
+                               step=step, hint=hint)
 
-        t = time.perf_counter()
-        original = policy.model
-        policy.model = train_model  # forward through the prepared (e.g. DDP) module so gradients sync
-        try:
-            stats = update(policy, rollout, settings, beta=beta, optimizer=optimizer, params=all_params,
-                           accelerator=accelerator, sync_modules=(train_model,) + ((value_model,) if value_model else ()),
-                           value_model=value_model, sft=sft, generator=gen)
-        except FloatingPointError:  # raised before the optimizer step that would apply it
-            raise DivergenceError("align", step, "gradient norm", None, hint) from None
-        finally:
-            policy.model = original
-        scheduler.step()
-        # before sampling from, or checkpointing, these weights (the final save included)
-        check_finite("align", step, hint, loss=stats.get("pg_loss", 0.0))
-        check_finite_weights("align", step, hint, all_params)
-        timers["update"] += time.perf_counter() - t
-
-        # metrics: averaged over processes; KL per sequence drives the controller
-        seq_kl = kl.sum(dim=1)
-        local_metrics = {
-            "reward_raw": raw.mean(), "reward_calibrated": calibrated.mean() if calibrated is not None else float("nan"),
-            "reward_transformed": scores.mean(), "kl": seq_kl.mean(), "entropy": -(old_logp * mask).sum() / mask.sum(),
-            "response_length": mask.sum(dim=1).mean(), **{f"time_{k}": v for k, v in timers.items()}, **stats}
-        keys = sorted(local_metrics)
-        vec = torch.tensor([float(local_metrics[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
-        vec = accelerator.reduce(vec, reduction="mean") if world > 1 else vec
-        metrics = dict(zip(keys, vec.tolist()))
-        kl_ctl.update(metrics["kl"], ro.prompts_per_step * ro.n)
-        metrics.update(beta=beta, lr=scheduler.get_last_lr()[0])
-        if tr.check_sync:
-            sums = torch.tensor([_param_checksum(all_params)], dtype=torch.float64, device=accelerator.device)
-            metrics["param_checksums"] = accelerator.gather(sums).tolist() if world > 1 else sums.tolist()
-        if main:
-            run.log_metrics(step, **{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
-                                     for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))})
-            bar.set_postfix(reward=f"{metrics['reward_raw']:.3f}", kl=f"{metrics['kl']:.3f}")
-        bar.update(1)
-        last = metrics
-
-        # checkpoint
+        # 6. log (the KL per sequence drives the controller) and checkpoint
+        last = step_metrics(cfg, accelerator, training, raw, scored, rollout, timers, stats, beta)
+        training.kl_ctl.update(last["kl"], ro.prompts_per_step * ro.n)
+        log_step(run, bar, step, last)
         if step % cfg.checkpoint.every == 0 or step == tr.steps:
-            if main:
-                ckpt.save_checkpoint(
-                    run_path / "checkpoints", step, tensors=ckpt.trainable_tensors(ckpt_groups),
-                    optimizer=optimizer.state_dict(), rng=ckpt.capture_rng(), keep=cfg.checkpoint.keep,
-                    trainer={"data_position": step * ro.prompts_per_step, "kl_controller": kl_ctl.state_dict(),
-                             "scheduler": scheduler.state_dict(), "world_size": world})
-            accelerator.wait_for_everyone()
+            save_step(cfg, run_path, accelerator, training, step)
     bar.close()
-
-    rows = run.read_metrics() if run is not None else []
-    if main:
-        policy.save(run_path / "final")
-        _plot_run(run, rows)
-        run.finish()
-    accelerator.wait_for_everyone()
-    from mmalign.evaluation.plots import tenths
-
-    summary = {k: v for k in ("reward_raw", "reward_calibrated", "kl") if (v := tenths(rows, k)) is not None}
-    return {"run_dir": str(run_path), "steps": tr.steps, "resumed_from": start, "metrics": last, "tenths": summary,
-            "transform": phi.describe() if phi is not None else ("bond" if cfg.objective == "bond" else "raw"),
-            "beta": kl_ctl.value}
+    return finish(cfg, run, run_path, policy, accelerator, start=start, last=last, phi=phi, beta=training.kl_ctl.value)

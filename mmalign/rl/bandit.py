@@ -12,8 +12,9 @@ penalties, the optimiser) can be checked for exactness against it.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class BanditPolicy:
         self.device = torch.device(device)
         self.ref_logits = ref_logits.to(self.device)
         self.model = LogitTable(ref_logits).to(self.device)
+        self._prepared: nn.Module | None = None  # the accelerate-wrapped table (prepare)
         if frozen:
             self.model.requires_grad_(False)
 
@@ -142,6 +144,25 @@ class BanditPolicy:
             from mmalign.errors import ConfigError
 
             raise ConfigError(f"train.trainable: a bandit policy has no media projector; got '{scope}'")
+
+    def prepare(self, accelerator: Any, *objects: Any) -> tuple[Any, ...]:
+        """``accelerator.prepare`` the logit table with ``objects``; returns the prepared ``objects``
+        (the wrapped table is what :meth:`through_prepared` forwards through)."""
+        out = accelerator.prepare(self.model, *objects)
+        out = out if isinstance(out, tuple) else (out,)
+        self._prepared = out[0]
+        return tuple(out[1:])
+
+    @contextlib.contextmanager
+    def through_prepared(self) -> Iterator[nn.Module]:
+        """Within the block, forward passes run through the prepared table (the table itself
+        before :meth:`prepare`); the unwrapped table is back afterwards."""
+        original = self.model
+        self.model = self._prepared if self._prepared is not None else original
+        try:
+            yield self.model
+        finally:
+            self.model = original
 
     def probs(self) -> torch.Tensor:
         """The current policy table ``[prompts, vocab]``."""

@@ -151,6 +151,32 @@ def advantages_for(s: UpdateSettings, scores: torch.Tensor, kl: torch.Tensor, ma
     return adv, returns
 
 
+def make_rollout(policy, reference, samples, scores: torch.Tensor, s: UpdateSettings, *, beta: float,
+                 value_model=None, sampler_is_policy: bool = False) -> Rollout:
+    """One batch of samples made ready for :func:`update`: log-probs under the policy and the
+    reference, the per-token KL (``s.kl_estimator``; ``full``: the exact KL of the next-token
+    distributions), the values (GAE) and the advantages of ``scores`` [R] at ``beta``.
+
+    ``sampler_is_policy`` (no top-p / top-k truncation): the sampler's log-probs are the policy's
+    (the policy tests check this to 1e-4), so they are reused instead of another forward pass.
+    """
+    mask = samples.response_mask.float()
+    reuse = sampler_is_policy and samples.logprobs is not None
+    old_logp = samples.logprobs.float() * mask if reuse else logprobs(policy, samples, s.temperature)
+    values = values_of(value_model, samples) if value_model is not None else None
+    ref_log_dist = None
+    if s.kl_estimator == "full":
+        ref_log_dist = log_distributions(reference, samples, s.temperature)
+        ref_logp = gather_tokens(ref_log_dist, samples)
+        kl = token_kl(log_distributions(policy, samples, s.temperature), ref_log_dist) * mask
+    else:
+        ref_logp = logprobs(reference, samples, s.temperature)
+        kl = kl_per_token(old_logp, ref_logp, s.kl_estimator) * mask
+    adv, returns = advantages_for(s, scores.to(mask.device), kl, mask, beta, values)
+    return Rollout(batch=samples, mask=mask, old_logp=old_logp, ref_logp=ref_logp, kl=kl, advantages=adv,
+                   old_values=values, returns=returns, ref_log_dist=ref_log_dist)
+
+
 def _no_sync(accelerator, modules, skip: bool):
     stack = contextlib.ExitStack()
     if skip and accelerator is not None and accelerator.num_processes > 1:

@@ -7,6 +7,7 @@ pi_ref, so calibration error counts against the tolerance too.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,31 @@ def test_exact_token_kl_converges(tmp_path, transform, mode):
     the same closed-form optimum: on a one-token bandit both modes are the exact KL gradient."""
     tv, _, _ = _train(tmp_path, transform, "rloo", "kl.estimator=full", f"kl.mode={mode}")
     assert (tv < 0.02).all(), f"total variation per prompt {tv.tolist()}"
+
+
+def test_bandit_forwards_through_the_prepared_table_only_inside_through_prepared():
+    class Doubled(torch.nn.Module):  # stands in for a DDP wrapper: visibly different outputs
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, pid):
+            return 2 * self.inner(pid)
+
+    class Accelerator:
+        def prepare(self, model, *objects):
+            return (Doubled(model), *objects)
+
+    pol = BanditPolicy(["x"], ["a", "b"], torch.tensor([[0.0, 1.0]]))
+    enc = pol.encode(["x"], ["b"])
+    with pol.through_prepared():  # before prepare: the table itself
+        assert pol.score(enc).item() == pytest.approx(-math.log1p(math.exp(-1.0)))
+    opt = object()
+    assert pol.prepare(Accelerator(), opt) == (opt,)
+    with pol.through_prepared() as module:
+        assert isinstance(module, Doubled)
+        assert pol.score(enc).item() == pytest.approx(-math.log1p(math.exp(-2.0)))
+    assert pol.score(enc).item() == pytest.approx(-math.log1p(math.exp(-1.0)))
+    with pytest.raises(RuntimeError), pol.through_prepared():
+        raise RuntimeError("inside")
+    assert not isinstance(pol.model, Doubled)

@@ -102,6 +102,44 @@ def eval_kl(teacher: TextPolicy, student: TextPolicy, examples: list[Example], b
     return total / max(count, 1)
 
 
+def distill_examples(cfg: DistillConfig, student: TextPolicy, teacher: TextPolicy, records: list, held_records: list,
+                     gen: torch.Generator) -> tuple[list[Example], list[Example]]:
+    """(training, held-out) examples: tokenised demonstrations (``train.source: data``), or none to
+    train on (the teacher samples each step) and held-out responses sampled from the teacher."""
+    t = cfg.train
+    if t.source == "data":
+        train = tokenize_examples(student, [r.prompt for r in records], [r.response for r in records],
+                                  max_seq_len=t.max_seq_len, sources=[r.source for r in records])
+        held = tokenize_examples(student, [r.prompt for r in held_records], [r.response for r in held_records],
+                                 max_seq_len=t.max_seq_len, sources=[r.source for r in held_records])
+        return train, held
+    held = []
+    for i in range(0, len(held_records), t.eval_batch_size):
+        held += teacher_examples(teacher, [r.prompt for r in held_records[i:i + t.eval_batch_size]],
+                                 t.max_new_tokens, gen)
+    return [], held
+
+
+def accumulate(cfg: DistillConfig, teacher: TextPolicy, student: TextPolicy, train: list[Example], prompts: list[str],
+               step: int, gen: torch.Generator, vocab: int) -> tuple[float, float, int]:
+    """The ``grad_accum`` micro-batches of ``step`` (demonstrations, or fresh teacher samples):
+    gradients accumulate; returns (summed KL, mean loss, response tokens)."""
+    t = cfg.train
+    kl_total, loss_total, count = 0.0, 0.0, 0
+    for micro in range(t.grad_accum):
+        idx = batch_indices(len(prompts), t.batch_size, step * t.grad_accum + micro, cfg.run.seed)
+        if t.source == "data":
+            examples = [train[i] for i in idx]
+        else:
+            examples = teacher_examples(teacher, [prompts[i] for i in idx], t.max_new_tokens, gen)
+        loss, kl_sum, n = kl_loss(teacher, student, examples, temperature=t.temperature,
+                                  hard_weight=t.hard_weight, vocab=vocab)
+        (loss / t.grad_accum).backward()
+        kl_total, count = kl_total + float(kl_sum), count + int(n)
+        loss_total += float(loss.detach()) / t.grad_accum
+    return kl_total, loss_total, count
+
+
 def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False) -> DistillResult:
     started = time.time()
     seed_everything(cfg.run.seed)
@@ -125,17 +163,7 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
 
     gen = torch.Generator(device=teacher.device).manual_seed(cfg.run.seed)
     prompts = [r.prompt for r in records]
-    if t.source == "data":
-        train = tokenize_examples(student, prompts, [r.response for r in records], max_seq_len=t.max_seq_len,
-                                  sources=[r.source for r in records])
-        held = tokenize_examples(student, [r.prompt for r in held_records], [r.response for r in held_records],
-                                 max_seq_len=t.max_seq_len, sources=[r.source for r in held_records])
-    else:
-        train = []
-        held = []
-        for i in range(0, len(held_records), t.eval_batch_size):
-            held += teacher_examples(teacher, [r.prompt for r in held_records[i:i + t.eval_batch_size]],
-                                     t.max_new_tokens, gen)
+    train, held = distill_examples(cfg, student, teacher, records, held_records, gen)
     run.started()  # components loaded: only now is a run that --overwrite replaces deleted
     hint = lr_hint("train.lr", t.lr)
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
@@ -154,18 +182,7 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, t.lr, t.warmup_steps)
-        kl_total, loss_total, count = 0.0, 0.0, 0
-        for micro in range(t.grad_accum):
-            idx = batch_indices(len(records), t.batch_size, step * t.grad_accum + micro, cfg.run.seed)
-            if t.source == "data":
-                examples = [train[i] for i in idx]
-            else:
-                examples = teacher_examples(teacher, [prompts[i] for i in idx], t.max_new_tokens, gen)
-            loss, kl_sum, n = kl_loss(teacher, student, examples, temperature=t.temperature,
-                                      hard_weight=t.hard_weight, vocab=vocab)
-            (loss / t.grad_accum).backward()
-            kl_total, count = kl_total + float(kl_sum), count + int(n)
-            loss_total += float(loss.detach()) / t.grad_accum
+        kl_total, loss_total, count = accumulate(cfg, teacher, student, train, prompts, step, gen, vocab)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm or math.inf)  # inf: measure only
         check_finite("distill", step + 1, hint, loss=loss_total, gradient_norm=grad_norm)  # before the step
         opt.step()

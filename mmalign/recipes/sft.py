@@ -79,6 +79,23 @@ def eval_loss(policy: TextPolicy, examples: list[Example], batch_size: int) -> f
     return total / max(count, 1)
 
 
+def accumulate(policy: TextPolicy, train: list[Example], t, step: int, seed: int) -> tuple[float, int]:
+    """The ``grad_accum`` micro-batches of ``step``: gradients of the mean response-token NLL
+    accumulate; returns (summed NLL, response tokens)."""
+    total, count = 0.0, 0
+    for micro in range(t.grad_accum):
+        idx = batch_indices(len(train), t.batch_size, step * t.grad_accum + micro, seed)
+        examples = [train[i] for i in idx]
+        if t.packing:
+            ids, mask = pack_examples(examples, t.max_seq_len, policy.pad_token_id)
+            nll, n = packed_nll(policy, ids, mask)
+        else:
+            nll, n = response_nll(policy, to_batch(policy, examples))
+        (nll / n.clamp(min=1) / t.grad_accum).backward()
+        total, count = total + float(nll.detach()), count + int(n)
+    return total, count
+
+
 def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) -> SFTResult:
     started = time.time()
     seed_everything(cfg.run.seed)
@@ -126,17 +143,7 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, t.lr, t.warmup_steps)
-        total, count = 0.0, 0
-        for micro in range(t.grad_accum):
-            idx = batch_indices(len(train), t.batch_size, step * t.grad_accum + micro, cfg.run.seed)
-            examples = [train[i] for i in idx]
-            if t.packing:
-                ids, mask = pack_examples(examples, t.max_seq_len, policy.pad_token_id)
-                nll, n = packed_nll(policy, ids, mask)
-            else:
-                nll, n = response_nll(policy, to_batch(policy, examples))
-            (nll / n.clamp(min=1) / t.grad_accum).backward()
-            total, count = total + float(nll.detach()), count + int(n)
+        total, count = accumulate(policy, train, t, step, cfg.run.seed)
         train_loss = total / max(count, 1)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm or math.inf)  # inf: measure only
         check_finite("sft", step + 1, hint, loss=train_loss, gradient_norm=grad_norm)  # before the step

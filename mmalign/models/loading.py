@@ -1,12 +1,12 @@
 """Load a policy from a ``model:`` config (or a checkpoint path): the one factory every verb uses.
 
 A checkpoint is a local directory written by ``save_pretrained`` / :meth:`TextPolicy.save` (full
-weights, or a peft adapter whose ``mmalign_policy.json`` / ``adapter_config.json`` names its base)
+weights, or a peft adapter whose ``mmalign_policy.json`` / ``adapter_config.json`` names its base),
 a hub id (from the local cache without network when it is there; an uncached id fails in seconds
 when the hub cannot be used, :mod:`mmalign.models.hub`) or a ``.gguf`` file (de-quantised on load,
 :mod:`mmalign.models.gguf_source`). An adapter's base is looked up relative to the adapter first
-(:func:`adapter_base`), so a run tree that moved still loads. A path that looks local but is missing, a folder that is no checkpoint and a
-checkpoint whose files are corrupt are one-line user errors naming the config key and the
+(:func:`adapter_base`), so a run tree that moved still loads. A path that looks local but is
+missing, a folder that is no checkpoint and a checkpoint whose files are corrupt are one-line user errors naming the config key and the
 file (:mod:`mmalign.utils.io_errors`). ``key`` is the config section the model came from
 (``model``, ``teacher``, ``reference``, ...), so an error names ``reference.path`` or
 ``model.tokenizer`` rather than always ``model.path``.

@@ -35,29 +35,17 @@ This package imports nothing but torch, numpy, scipy, the standard library and `
 are :class:`mmalign.rl.calibration_store.CalibrationStore`.
 """
 
-from mmalign.align.analytic import (
-    BestOfNOptimum,
-    OptimalPolicy,
-    TunedTransform,
-    best_of_n_optimum,
-    best_t,
-    beta_for_kl,
-    evaluate,
-    kl_divergence,
-    make_grid,
-    optimal_policy,
-    optimal_transform,
-    policy_at_kl,
-    robust_t,
-    win_rate,
-)
 from mmalign.align.frontier import FrontierPoint, Recommendation, frontier, recommend
 from mmalign.align.procedures import PROCEDURES, Procedure, get_procedure
 from mmalign.align.transforms import ALL_TRANSFORMS, TRANSFORMS, Transform, get_transform
 
-# these need torch: imported on first use
-_LAZY = {"calibrate": "calibration", "Scores": "scores", "bond_log_ratio": "scores",
-         "calibrated_rewards": "scores", "score": "scores", "transformed": "scores"}
+# imported on first use (a name here must not be a submodule's): the calculus needs scipy, calibration and scores need torch (so that the
+# config schemas and the CLI can read the registries above cheaply)
+_LAZY = {name: "analytic" for name in (
+    "BestOfNOptimum", "OptimalPolicy", "TunedTransform", "best_of_n_optimum", "best_t", "beta_for_kl", "evaluate",
+    "kl_divergence", "make_grid", "optimal_policy", "optimal_transform", "policy_at_kl", "robust_t", "win_rate")}
+_LAZY |= {"calibrate": "calibration", "Scores": "scores", "bond_log_ratio": "scores",
+          "calibrated_rewards": "scores", "score": "scores", "transformed": "scores"}
 
 
 def __getattr__(name: str):

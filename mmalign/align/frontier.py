@@ -3,6 +3,9 @@ r"""Win rate vs KL frontiers of transforms, and the recommendation for a trainin
 For a procedure (standard / best-of-N / worst-of-N), each transform :math:`\Phi` traces the curve
 :math:`\kappa \mapsto W(\text{tilt}(\Phi, \beta(\kappa)))` with :math:`\mathrm{KL} = \kappa`; the
 optimal transform traces the upper envelope (the frontier) of all tilts.
+
+The calculus (:mod:`mmalign.align.analytic`, scipy) is imported when a frontier is computed, so
+``mmalign.align`` itself loads without scipy.
 """
 
 from __future__ import annotations
@@ -10,14 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from mmalign.align.analytic import (
-    best_t,
-    check_kl,
-    default_family,
-    evaluate,
-    make_grid,
-    optimal_policy,
-)
 from mmalign.align.procedures import get_procedure
 from mmalign.align.transforms import check_transform_name, get_transform
 from mmalign.errors import UserError
@@ -54,6 +49,8 @@ def check_transform_params(transforms: Sequence[str], t: float | None, k: float 
 def point(procedure: str, n: int, transform: str, kl: float, *, t: float | None = None,
           k: float | None = None) -> FrontierPoint:
     """Evaluate one transform at KL = ``kl`` (searching the best t of exp/neg_exp when t is None)."""
+    from mmalign.align.analytic import best_t, check_kl, evaluate, make_grid, optimal_policy
+
     proc = get_procedure(procedure, n)
     kl = check_kl(kl)
     grid = make_grid()
@@ -74,6 +71,8 @@ def frontier(procedure: str, n: int, kls: Iterable[float], transforms: Sequence[
 
     ``progress``: optional tqdm-like factory (``progress(total=, desc=)``) for a bar.
     """
+    from mmalign.align.analytic import check_kl
+
     get_procedure(procedure, n)
     check_transform_params(transforms, t, k)
     kl_list = sorted({check_kl(x) for x in kls})
@@ -113,6 +112,8 @@ class Recommendation:
 def recommend(procedure: str, n: int, kl: float) -> Recommendation:
     """The closed-form transform for the procedure (identity for standard, exp at its best t for
     best-of-N, neg_exp at its best t for worst-of-N) with its :math:`\\beta`, next to the optimum."""
+    from mmalign.align.analytic import check_kl, default_family
+
     proc = get_procedure(procedure, n)
     kl = check_kl(kl)
     family = "identity" if proc.name == "standard" or proc.n == 1 else default_family(proc.name)

@@ -42,10 +42,30 @@ PROCEDURES: tuple[str, ...] = ("standard", "bon", "won")
 
 @dataclass(frozen=True)
 class Procedure:
-    """An inference procedure: ``name`` in :data:`PROCEDURES` and its number of samples ``n``."""
+    """An inference procedure: ``name`` in :data:`PROCEDURES` and its number of samples ``n``.
+
+    The one definition that align, evaluation (:mod:`mmalign.evaluation.winrate`), the configs,
+    plots and the CLI share; :attr:`label` is how reports and plots name it (``best-of-4``).
+    An unknown name or an ``n`` that is not a positive integer raises a one-line UserError.
+    """
 
     name: str
     n: int = 1
+
+    def __post_init__(self) -> None:
+        if self.name not in PROCEDURES:
+            close = difflib.get_close_matches(str(self.name), PROCEDURES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"unknown procedure '{self.name}'{hint}; choose from {', '.join(PROCEDURES)}")
+        if isinstance(self.n, bool) or not isinstance(self.n, (int, float)) or int(self.n) != self.n or self.n < 1:
+            raise UserError(f"n must be a positive integer, got {self.n}")
+
+    @property
+    def label(self) -> str:
+        """``standard``, ``best-of-N`` or ``worst-of-N``."""
+        if self.name == "standard":
+            return "standard"
+        return f"{'best' if self.name == 'bon' else 'worst'}-of-{self.n}"
 
     # -- CDF of the kept sample ------------------------------------------------------------
     def cdf_map(self, u: np.ndarray) -> np.ndarray:
@@ -106,10 +126,5 @@ class Procedure:
 
 def get_procedure(name: str, n: int = 1) -> Procedure:
     """Validated :class:`Procedure`; ``standard`` always uses one sample (n is ignored)."""
-    if name not in PROCEDURES:
-        close = difflib.get_close_matches(name, PROCEDURES, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown procedure '{name}'{hint}; choose from {', '.join(PROCEDURES)}")
-    if isinstance(n, bool) or int(n) != n or int(n) < 1:
-        raise UserError(f"n must be a positive integer, got {n}")
+    Procedure(name, n)  # validates both
     return Procedure(name, 1 if name == "standard" else int(n))

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from mmalign.align.procedures import PROCEDURES
 from mmalign.errors import UserError
 
 DEFAULT_KLS = (0.1, 0.25, 0.5, 1.0, 2.0)
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "scale). 'frontier recommend' prints what to put in a training config.")
     parser.add_argument("action", nargs="?", choices=("recommend",), metavar="recommend",
                         help="print the transform, t and beta for one KL")
-    parser.add_argument("--procedure", default="bon", choices=("standard", "bon", "won"),
+    parser.add_argument("--procedure", default="bon", choices=PROCEDURES,
                         help="inference procedure (default: bon)")
     parser.add_argument("--n", type=int, default=4, help="samples per procedure call (default: 4)")
     parser.add_argument("--transform", action="append", metavar="NAME[,NAME...]",

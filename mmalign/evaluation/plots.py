@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmalign.align.procedures import Procedure
+
 
 def _pyplot():
     import matplotlib
@@ -52,7 +54,7 @@ def plot_winrate_vs_kl(path: str | Path, procedure: str, n: int, points: Sequenc
         ax.errorbar(x, y, yerr=yerr, xerr=xerr, fmt=markers[i % len(markers)], capsize=3, label=label)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("KL(π ‖ π_ref)  [nats]")
-    proc_label = "standard" if procedure == "standard" else f"{'best' if procedure == 'bon' else 'worst'}-of-{n}"
+    proc_label = Procedure(procedure, n).label
     ax.set_ylabel(f"{proc_label} win rate vs reference")
     ax.set_title(title or f"{proc_label}: win rate against KL")
     ax.set_xlim(left=0)

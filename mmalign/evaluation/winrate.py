@@ -33,27 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmalign.align.procedures import PROCEDURES, Procedure  # the one definition (with its label)
 from mmalign.evaluation.stats import bootstrap_ci
 
-PROCEDURES = ("standard", "bon", "won")
-
-
-@dataclass(frozen=True)
-class Procedure:
-    """An inference procedure: ``standard`` (one sample), ``bon`` or ``won`` with ``n`` samples."""
-
-    name: str
-    n: int = 1
-
-    def __post_init__(self) -> None:
-        if self.name not in PROCEDURES:
-            raise ValueError(f"unknown procedure '{self.name}' (choose from {', '.join(PROCEDURES)})")
-        if self.n < 1:
-            raise ValueError(f"procedure n must be >= 1, got {self.n}")
-
-    @property
-    def label(self) -> str:
-        return "standard" if self.name == "standard" else f"{'best' if self.name == 'bon' else 'worst'}-of-{self.n}"
+__all__ = ["PROCEDURES", "Procedure", "WinRate", "kl_estimate", "prompt_win_rate", "selection_weights", "win_rate"]
 
 
 def selection_weights(selection: np.ndarray, procedure: Procedure) -> np.ndarray:

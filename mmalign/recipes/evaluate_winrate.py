@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmalign.align.procedures import Procedure
 from mmalign.config.schemas.winrate import WinrateConfig
 from mmalign.data import load_prompts
 from mmalign.evaluation.plots import frontier_curves, plot_reward_distributions, plot_winrate_vs_kl
-from mmalign.evaluation.winrate import Procedure, kl_estimate, win_rate
+from mmalign.evaluation.winrate import kl_estimate, win_rate
 from mmalign.models.loading import load_policy
 from mmalign.models.policy import Prompt
 from mmalign.rewards import build_reward

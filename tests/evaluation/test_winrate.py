@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from mmalign.errors import UserError
 from mmalign.evaluation.stats import bootstrap_ci
 from mmalign.evaluation.winrate import (
     Procedure,
@@ -101,8 +102,20 @@ def test_selection_and_judge_rewards_are_separate():
 def test_too_few_samples_is_an_error():
     with pytest.raises(ValueError, match="at least 4"):
         selection_weights(np.zeros(3), Procedure("bon", 4))
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="unknown procedure 'beam'"):
         Procedure("beam", 2)
+    with pytest.raises(UserError, match="positive integer, got 0"):
+        Procedure("bon", 0)
+
+
+def test_one_procedure_type_names_itself_for_reports():
+    from mmalign.align.procedures import Procedure as AlignProcedure
+    from mmalign.align.procedures import get_procedure
+
+    assert Procedure is AlignProcedure  # evaluation uses align's type, not a copy
+    assert [Procedure("standard").label, Procedure("bon", 4).label, Procedure("won", 2).label] == \
+        ["standard", "best-of-4", "worst-of-2"]
+    assert get_procedure("standard", 8) == Procedure("standard", 1)
 
 
 def test_interval_coverage_on_simulated_data():

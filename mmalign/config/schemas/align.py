@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmalign.align.procedures import PROCEDURES
+from mmalign.align.transforms import ALL_TRANSFORMS
 from mmalign.config.limits import check_batch_tokens
 from mmalign.config.schemas.data import DataConfig
 from mmalign.config.schemas.model import ModelConfig
@@ -15,8 +17,7 @@ from mmalign.config.schemas.run import RunConfig
 from mmalign.errors import ConfigError
 
 OBJECTIVES = ("rl", "bond")
-TRANSFORM_NAMES = ("auto", "raw", "identity", "log", "exp", "neg_exp", "power", "optimal")
-PROCEDURES = ("bon", "won", "standard")
+TRANSFORM_NAMES = ("auto", "raw", *ALL_TRANSFORMS)  # auto: tuned by the calculus; raw: no calibration
 KL_ESTIMATORS = ("k1", "k2", "k3", "full")
 KL_MODES = ("reward", "reward_to_go", "loss")
 KL_CONTROLLERS = ("fixed", "adaptive")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmalign.align.procedures import PROCEDURES
 from mmalign.config.limits import check_batch_tokens
 from mmalign.config.schemas.data import DataConfig
 from mmalign.config.schemas.model import ModelConfig
@@ -11,7 +12,7 @@ from mmalign.config.schemas.reward import RewardConfig
 from mmalign.config.schemas.run import RunConfig
 from mmalign.errors import ConfigError
 
-PROCEDURE_NAMES = ("standard", "bon", "won")
+PROCEDURE_NAMES = PROCEDURES  # the registry of mmalign.align.procedures
 
 
 @dataclass

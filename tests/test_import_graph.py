@@ -35,6 +35,14 @@ def _node(module: str, top: str) -> str | None:
     return parts[1]
 
 
+def _from_module(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` statement in ``package`` reads from."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def import_graph(root: Path = PACKAGE) -> dict[str, dict[str, list[str]]]:
     """{subpackage: {imported subpackage: ["file:line", ...]}} for the package at ``root``."""
     top = root.name
@@ -52,11 +60,7 @@ def import_graph(root: Path = PACKAGE) -> dict[str, dict[str, list[str]]]:
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    module = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    module = node.module or ""
+                module = _from_module(node, package)
                 # `from mmalign import models` names a subpackage; `from mmalign.x import y` names x
                 targets = [module] + [f"{module}.{alias.name}" for alias in node.names
                                       if f"{module}.{alias.name}" in modules]
@@ -177,11 +181,7 @@ def impure_align_imports(root: Path = PACKAGE) -> list[str]:
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    module = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    module = node.module or ""
+                module = _from_module(node, package)
                 # `from pkg import utils` imports pkg.utils
                 targets = [f"{module}.{a.name}" for a in node.names] if module == top else [module]
             else:

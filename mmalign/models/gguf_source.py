@@ -143,8 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("dir")
     c.add_argument("--force", action="store_true", help="convert again even if DIR is up to date")
     args = parser.parse_args(argv)
+    return print_or_fail(lambda: convert(args.gguf, args.dir, force=args.force))
+
+
+def print_or_fail(action) -> int:
+    """Print ``action()``'s result and return 0, or its UserError as one line and return 2."""
     try:
-        print(convert(args.gguf, args.dir, force=args.force))
+        print(action())
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

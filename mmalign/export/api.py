@@ -99,12 +99,20 @@ def _export_gguf(model: Any, ckpt: Checkpoint, quant: str, out: Path) -> str:
 
 
 def _exported_runner(fmt: str, quant: str, out: Path, manifest: Manifest):
-    from mmalign.export.verify import GGUFRunner, OnnxRunner, TorchRunner
+    from mmalign.export.verify import (
+        GGUFRunner,
+        LlamaCppRunner,
+        OnnxRunner,
+        TorchRunner,
+        llama_cpp_available,
+    )
 
     if fmt == "onnx":
         from mmalign.edge.onnx_lm import OnnxLM
 
         return OnnxRunner(OnnxLM(out), f"onnxruntime-{quant}")
+    if fmt == "gguf" and llama_cpp_available():
+        return LlamaCppRunner(out / manifest.model_file, f"llama.cpp-{quant}")
     if fmt == "gguf":
         from mmalign.edge.gguf_model import GGUFLlama
 

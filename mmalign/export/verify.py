@@ -87,6 +87,43 @@ class OnnxRunner:
         return self.lm.generate_ids(prompt_ids, max_new_tokens=n, stop_at_eos=False)[0].token_ids
 
 
+class LlamaCppRunner:
+    """A GGUF file run by llama.cpp (llama-cpp-python, when installed): the runtime the file is
+    deployed with, so parity is measured as llama.cpp's own KL-divergence tool would."""
+
+    def __init__(self, path: Any, name: str = "llama.cpp", n_ctx: int = 1024) -> None:
+        import os
+
+        from llama_cpp import Llama
+
+        self.name, self.n_ctx = name, n_ctx
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False,
+                         n_threads=os.cpu_count() or 1)
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        ids = list(ids)
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"{len(ids)} tokens exceed llama.cpp's context of {self.n_ctx}")
+        self.llm.reset()
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
+
+    def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]:
+        tokens: list[int] = []
+        for token in self.llm.generate(list(prompt_ids), temp=0.0, top_k=1, reset=True):
+            tokens.append(int(token))
+            if len(tokens) == n:
+                break
+        return tokens
+
+
+def llama_cpp_available() -> bool:
+    """Whether llama-cpp-python can be imported (it is an optional, compiled dependency)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 class GGUFRunner:
     def __init__(self, model: Any, name: str = "numpy-gguf") -> None:
         self.model, self.name = model, name

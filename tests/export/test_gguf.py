@@ -158,3 +158,21 @@ def test_llama_cpp_greedy_matches_pytorch(trained_model, trained_llama_dir, refe
                 break
         agree += [int(a == b) for a, b in zip(got, cont)]
     assert np.mean(agree) >= 0.95
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("quant,max_kl", [("f16", 1e-4), ("q8_0", 2e-2)])
+def test_export_verifies_gguf_in_llama_cpp(run_cli, trained_llama_dir, tmp_path, quant, max_kl):
+    """Opt-in (``-m llamacpp``): with llama-cpp-python installed, `mmalign export --format gguf`
+    measures parity in llama.cpp itself, and the file agrees with PyTorch within the issue's bars."""
+    import json
+
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    out = tmp_path / quant
+    code, _, err = run_cli("-q", "export", "--checkpoint", str(trained_llama_dir), "--format", "gguf",
+                           "--quant", quant, "--out", str(out), "--eval-count", "4", "--eval-tokens", "8")
+    assert code == 0, err
+    report = json.loads((out / "export_report.json").read_text())
+    parity = report["parity"]
+    assert parity["runtime"].startswith("llama.cpp")
+    assert parity["mean_kl"] <= max_kl and parity["teacher_forced_agreement"] >= 0.95

@@ -48,7 +48,7 @@ def _eval(out: Path, prompt_set: str, run: str) -> dict:
 
 @pytest.mark.slow
 def test_quick_study_writes_doc_tables_plots_and_results(tmp_path: Path) -> None:
-    from mmalign.align import best_t, evaluate, get_procedure, get_transform
+    from mmalign.align import evaluate, get_procedure, get_transform, robust_t
 
     out, doc = tmp_path / "study", tmp_path / "doc" / "infalign_bundled.md"
     proc = _run(out, doc, tmp_path)
@@ -71,7 +71,11 @@ def test_quick_study_writes_doc_tables_plots_and_results(tmp_path: Path) -> None
                 for p in points.values()}) == 1
 
     # the ideal tilt the script recomputes is the transform the trainer used (its summary line)
-    t_bon, t_won = best_t("bon", 4, 0.5).transform, best_t("won", 4, 0.5).transform
+    # transform.name auto trains with robust_t at the schema's default tolerance
+    from mmalign.config.schemas.align import TransformConfig
+
+    tol = TransformConfig().t_tolerance
+    t_bon, t_won = robust_t("bon", 4, 0.5, tol).transform, robust_t("won", 4, 0.5, tol).transform
     assert points["ctrl-exp"]["ideal_tilt"] == t_bon.describe()
     assert points["ctrl-neg-exp"]["ideal_tilt"] == t_won.describe()
     assert f"ctrl-exp-kl0.5-s0: 3 steps ({t_bon.describe()}," in proc.stdout

@@ -28,27 +28,31 @@ from mmalign.models.loading import load_policy
 from mmalign.models.policy import Prompt
 from mmalign.rewards import build_reward
 from mmalign.rl.kl import token_kl
-from mmalign.rl.step import log_distributions, select_rows
+from mmalign.rl.step import gather_tokens, log_distributions, select_rows
 from mmalign.utils.atomic import atomic_write_text
 from mmalign.utils.progress import progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
 
 
-def _sequence_kl(policy, reference, samples, chunk: int = 32) -> torch.Tensor | None:
-    r"""Per-sample :math:`\sum_t KL(\pi(\cdot|s_t)\,\|\,\pi_{ref}(\cdot|s_t))` over the states of the
-    policy's own samples: the exact per-token KL (:func:`mmalign.rl.kl.token_kl`), an unbiased
-    estimate of the sequence KL with less noise than the log-ratio; None when the two models'
-    vocabularies differ."""
+def _sequence_kls(policy, reference, samples, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""Two per-sample estimates of the sequence KL on the policy's own samples, from one forward
+    of each model: the log-ratio :math:`\log\pi(y) - \log\pi_{ref}(y)`, and the exact per-token
+    KL summed over the visited states (:func:`mmalign.rl.kl.token_kl`; unbiased, less noisy).
+    The second is None when the two models' vocabularies differ (the log-ratio then comes from
+    ``score``)."""
     rows = samples.response_ids.shape[0]
-    parts = []
+    ratios, exact = [], []
     for i in range(0, rows, chunk):
         sub = select_rows(samples, torch.arange(i, min(i + chunk, rows)))
         log_p, log_ref = log_distributions(policy, sub), log_distributions(reference, sub)
         if log_p.shape != log_ref.shape:
-            return None
-        parts.append((token_kl(log_p, log_ref) * sub.response_mask.to(log_p.device)).sum(-1))
-    return torch.cat(parts)
+            mask = samples.response_mask.to(torch.float32)
+            return ((policy.score(samples) - reference.score(samples)) * mask).sum(-1), None
+        mask = sub.response_mask.to(log_p.device)
+        ratios.append((gather_tokens(log_p, sub) - gather_tokens(log_ref, sub)).sum(-1))
+        exact.append((token_kl(log_p, log_ref) * mask).sum(-1))
+    return torch.cat(ratios), torch.cat(exact)
 
 
 def _draw(policy, reference, prompts, cfg: WinrateConfig, generators: tuple[torch.Generator, torch.Generator]):
@@ -64,9 +68,7 @@ def _draw(policy, reference, prompts, cfg: WinrateConfig, generators: tuple[torc
     with torch.no_grad():
         ref = reference.sample(prompts, generator=generators[1], **kw)
         pol = policy.sample(prompts, generator=generators[0], **kw)
-        mask = pol.response_mask.to(torch.float32)
-        logratio = ((policy.score(pol) - reference.score(pol)) * mask).sum(-1)
-        exact = _sequence_kl(policy, reference, pol)
+        logratio, exact = _sequence_kls(policy, reference, pol)
     return pol, ref, logratio.cpu().numpy(), None if exact is None else exact.cpu().numpy()
 
 

@@ -287,13 +287,19 @@ def _best_t_default(procedure: str, n: int, kl: float, family: str) -> TunedTran
     return _search_t(get_procedure(procedure, n), kl, family, make_grid())
 
 
+def _at_log_t(family: str, log_t: float, proc: Procedure, kl: float, grid: Grid | None = None) -> TunedTransform | None:
+    """``family`` at t = exp(log_t) tuned to ``kl``; None where that KL is out of its reach (a large
+    t can make it so: neg_exp can only cut mass near c = 0)."""
+    try:
+        return evaluate(get_transform(family, t=math.exp(log_t)), proc, kl, grid)
+    except UserError:
+        return None
+
+
 def _search_t(proc: Procedure, kl: float, family: str, grid: Grid) -> TunedTransform:
 
     def score(log_t: float) -> TunedTransform | None:
-        try:  # a large t can make the KL unreachable (neg_exp can only cut mass near c = 0)
-            return evaluate(get_transform(family, t=math.exp(log_t)), proc, kl, grid)
-        except UserError:
-            return None
+        return _at_log_t(family, log_t, proc, kl, grid)
 
     def loss(log_t: float) -> float:
         s = score(log_t)
@@ -331,10 +337,7 @@ def robust_t(procedure: str, n: int, kl: float, tolerance: float, family: str | 
     floor = best.win_rate - tolerance
 
     def score(log_t: float) -> TunedTransform | None:
-        try:
-            return evaluate(get_transform(fam, t=math.exp(log_t)), proc, kl)
-        except UserError:
-            return None
+        return _at_log_t(fam, log_t, proc, kl)
 
     lo, hi = math.log(T_MIN), math.log(best.transform.t)
     at_lo = score(lo)

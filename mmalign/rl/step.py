@@ -162,13 +162,18 @@ def make_rollout(policy, reference, samples, scores: torch.Tensor, s: UpdateSett
     """
     mask = samples.response_mask.float()
     reuse = sampler_is_policy and samples.logprobs is not None
-    old_logp = samples.logprobs.float() * mask if reuse else logprobs(policy, samples, s.temperature)
+    full = s.kl_estimator == "full"
+    policy_log_dist = log_distributions(policy, samples, s.temperature) if full else None
+    if reuse:
+        old_logp = samples.logprobs.float() * mask
+    else:
+        old_logp = gather_tokens(policy_log_dist, samples) if full else logprobs(policy, samples, s.temperature)
     values = values_of(value_model, samples) if value_model is not None else None
     ref_log_dist = None
-    if s.kl_estimator == "full":
+    if full:
         ref_log_dist = log_distributions(reference, samples, s.temperature)
         ref_logp = gather_tokens(ref_log_dist, samples)
-        kl = token_kl(log_distributions(policy, samples, s.temperature), ref_log_dist) * mask
+        kl = token_kl(policy_log_dist, ref_log_dist) * mask
     else:
         ref_logp = logprobs(reference, samples, s.temperature)
         kl = kl_per_token(old_logp, ref_logp, s.kl_estimator) * mask

@@ -46,12 +46,14 @@ from mmalign.config import to_yaml
 from mmalign.config.schemas.align import AlignConfig
 from mmalign.errors import ConfigError, DataError, DivergenceError, RewardError, UserError
 from mmalign.models.policy import Prompt
-from mmalign.rl import checkpoint as ckpt
 from mmalign.rl.calibration_store import CalibrationStore
 from mmalign.rl.kl import make_kl_controller
 from mmalign.rl.step import Rollout, UpdateSettings, make_rollout, update
+from mmalign.training import batches
+from mmalign.training import checkpoint as ckpt
+from mmalign.training.divergence import check_finite, check_finite_weights, lr_hint
+from mmalign.training.schedule import make_scheduler
 from mmalign.utils.device import resolve_device
-from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -215,35 +217,12 @@ def _seed(*parts: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers: data order, metrics, checkpoints
+# helpers: metrics
 # ---------------------------------------------------------------------------------------------
-def step_prompts(num_prompts: int, per_step: int, step: int, seed: int) -> list[int]:
-    """Global prompt indices of ``step`` (1-based): consecutive slices of per-epoch permutations."""
-    out = []
-    for pos in range((step - 1) * per_step, step * per_step):
-        epoch, i = divmod(pos, num_prompts)
-        perm = torch.randperm(num_prompts, generator=torch.Generator().manual_seed(_seed(seed, "epoch", epoch)))
-        out.append(int(perm[i]))
-    return out
-
-
 def _param_checksum(params: list[torch.nn.Parameter]) -> float:
     with torch.no_grad():
         return float(sum((p.double() * (1.0 + torch.arange(p.numel(), dtype=torch.float64, device=p.device)
                                         .reshape(p.shape).remainder(7))).sum() for p in params))
-
-
-def _lr_lambda(cfg: AlignConfig):
-    tr = cfg.train
-
-    def f(step: int) -> float:
-        if tr.warmup_steps and step < tr.warmup_steps:
-            return (step + 1) / tr.warmup_steps
-        if tr.schedule == "linear":
-            return max(0.0, 1.0 - (step - tr.warmup_steps) / max(1, tr.steps - tr.warmup_steps))
-        return 1.0
-
-    return f
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +277,8 @@ def build_training(cfg: AlignConfig, task: Task, accelerator, beta0: float | Non
     optimizer = torch.optim.AdamW(groups, lr=tr.lr, betas=tuple(tr.adam_betas), weight_decay=tr.weight_decay)
     optimizer, *prepared = task.policy.prepare(accelerator, optimizer, *([value_model] if value_model is not None else []))
     value_model = prepared[0] if prepared else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(getattr(optimizer, "optimizer", optimizer), _lr_lambda(cfg))
+    scheduler = make_scheduler(getattr(optimizer, "optimizer", optimizer), tr.schedule, warmup_steps=tr.warmup_steps,
+                               total_steps=tr.steps)
     beta0 = beta0 if beta0 is not None else 1.0
     try:
         kl_ctl = make_kl_controller(cfg.kl.controller, beta0, cfg.kl.target, cfg.kl.horizon, beta_min=cfg.kl.beta_min,
@@ -345,12 +325,9 @@ def resume_from_checkpoint(run: RunDir | None, run_path: Path, training: Trainin
     start = 0
     found = ckpt.latest_valid(run_path / "checkpoints", report)
     if found is not None:
-        ckpt.load_trainable(training.groups, found.tensors())
-        training.optimizer.load_state_dict(found.optimizer())
-        state = found.trainer()
-        training.scheduler.load_state_dict(state["scheduler"])
+        state = ckpt.restore_training(found, groups=training.groups, optimizer=training.optimizer,
+                                      scheduler=training.scheduler)
         training.kl_ctl.load_state_dict(state["kl_controller"])
-        ckpt.restore_rng(found.rng())
         start = found.step
     if run is not None:
         run.truncate_metrics(start)
@@ -420,11 +397,11 @@ def log_step(run: RunDir | None, bar, step: int, metrics: dict[str, Any]) -> Non
 def save_step(cfg: AlignConfig, run_path: Path, accelerator, training: Training, step: int) -> None:
     """A checkpoint (main process): trainable tensors, optimiser, RNG, schedule and controller."""
     if accelerator.is_main_process:
-        ckpt.save_checkpoint(
-            run_path / "checkpoints", step, tensors=ckpt.trainable_tensors(training.groups),
-            optimizer=training.optimizer.state_dict(), rng=ckpt.capture_rng(), keep=cfg.checkpoint.keep,
+        ckpt.save_training(
+            run_path / "checkpoints", step, groups=training.groups, optimizer=training.optimizer,
+            scheduler=training.scheduler, keep=cfg.checkpoint.keep,
             trainer={"data_position": step * cfg.rollout.prompts_per_step, "kl_controller": training.kl_ctl.state_dict(),
-                     "scheduler": training.scheduler.state_dict(), "world_size": accelerator.num_processes})
+                     "world_size": accelerator.num_processes})
     accelerator.wait_for_everyone()
 
 
@@ -482,7 +459,7 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
     for step in range(start + 1, tr.steps + 1):
         timers = dict.fromkeys(TIMERS, 0.0)
         gen = torch.Generator().manual_seed(_seed(cfg.run.seed, "step", step, rank))
-        idx = step_prompts(len(task.prompts), ro.prompts_per_step, step, cfg.run.seed)[rank * local:(rank + 1) * local]
+        idx = batches.batch(len(task.prompts), ro.prompts_per_step, step - 1, cfg.run.seed)[rank * local:(rank + 1) * local]
         prompts = [task.prompts[i] for i in idx]
 
         # 2. rollout: n continuations per prompt from the current policy

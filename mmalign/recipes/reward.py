@@ -35,9 +35,9 @@ from mmalign.rewards.bradley_terry import (
     save_reward_model,
 )
 from mmalign.rewards.hf_classifier import resolve_format
+from mmalign.training.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.atomic import atomic_directory
 from mmalign.utils.device import resolve_device, resolve_dtype
-from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.progress import echo, is_quiet, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything

@@ -45,8 +45,8 @@ from mmalign.models.finetune import (
 from mmalign.models.loading import load_policy, resolve_checkpoint
 from mmalign.models.policy import to_prompt
 from mmalign.models.text import TextPolicy
+from mmalign.training.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.atomic import atomic_directory
-from mmalign.utils.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.utils.io_errors import reading
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir

@@ -1,6 +1,6 @@
 """RL components for CTRL: KL estimators and controllers, advantage estimators, losses, value
-models, the tabular bandit policy, the rollout/update step, checkpoints and the calibration
-store (:mod:`mmalign.rl.calibration_store`: reference rewards on disk, reused across runs).
+models, the tabular bandit policy, the rollout/update step and the calibration store
+(:mod:`mmalign.rl.calibration_store`: reference rewards on disk, reused across runs).
 
 Nothing here imports a recipe or the CLI.
 """

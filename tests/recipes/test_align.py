@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmalign.rl import checkpoint as ckpt
+from mmalign.training import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[2]
 

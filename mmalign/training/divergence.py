@@ -1,15 +1,15 @@
-"""Divergence checks for training loops: a non-finite loss, gradient norm or weight stops the run.
+"""Divergence checks of every training loop: a non-finite loss, gradient norm or weight stops the run.
 
-Call :func:`check_finite` after ``backward()`` and before ``optimizer.step()``, so the weights (and
-every checkpoint written so far) stay those of the last good step, and :func:`check_finite_weights`
-before saving a checkpoint. Both raise :class:`mmalign.errors.DivergenceError`, a one-line user
+Call :func:`clip_and_check` (or :func:`check_finite`) after ``backward()`` and before
+``optimizer.step()``, so the weights (and every checkpoint written so far) stay those of the last
+good step, and :func:`check_finite_weights` before saving a checkpoint. Both raise :class:`mmalign.errors.DivergenceError`, a one-line user
 error naming the step and what to change; the run gets no DONE marker and stays resumable.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -37,3 +37,12 @@ def check_finite_weights(recipe: str, step: int, hint: str, params: Iterable[tor
             flags.setdefault(p.device, []).append(torch.isfinite(p).all())
         if not all(bool(torch.stack(f).all()) for f in flags.values()):
             raise DivergenceError(recipe, step, "a weight", None, hint)
+
+
+def clip_and_check(recipe: str, step: int, hint: str, params: Sequence[torch.Tensor], max_norm: float,
+                   loss: float | torch.Tensor) -> torch.Tensor:
+    """Clip the gradients of ``params`` to norm ``max_norm`` (0: only measure it) and raise, before
+    the optimizer step, if ``loss`` or the norm is not finite; returns the norm before clipping."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm or math.inf)
+    check_finite(recipe, step, hint, loss=loss, gradient_norm=grad_norm)
+    return grad_norm

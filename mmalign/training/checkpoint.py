@@ -1,17 +1,22 @@
-"""Trainer checkpoints: written atomically, verified by a manifest of hashes, rotated.
+"""The one checkpoint format of every training recipe (align, sft, distill, reward): written
+atomically, verified by a manifest of hashes, rotated.
 
 Layout of one checkpoint (``checkpoints/step-00000040/``)::
 
     trainable.safetensors   trainable tensors (full weights or the LoRA adapter; value head)
     optimizer.pt            optimizer state (loaded with ``weights_only=True``)
     rng.pt                  python / numpy / torch / CUDA / sampling-generator RNG states
-    trainer.json            step, data position, KL-controller and scheduler state, extras
+    trainer.json            step, scheduler state and the recipe's extras (data position, KL controller)
     MANIFEST.json           sha256 and size of every file above; written last
 
 The directory is assembled under a temporary name and renamed into place, so a crash leaves
 either the complete checkpoint or nothing. A checkpoint whose manifest is missing or whose files
 do not match it (disk corruption, a truncated copy) is reported and skipped in favour of the
 previous one.
+
+A recipe saves with :func:`save_training` and resumes with :func:`latest_valid` then
+:func:`restore_training`; the model itself is rebuilt from the run's config, and the trainable
+tensors are copied into it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmalign.errors import FileError
 from mmalign.utils.atomic import atomic_directory
+from mmalign.utils.io_errors import reading
 
 MANIFEST = "MANIFEST.json"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -91,10 +98,15 @@ class Checkpoint:
         return load_file(str(self.path / "trainable.safetensors"))
 
     def optimizer(self) -> dict[str, Any]:
-        return torch.load(self.path / "optimizer.pt", map_location="cpu", weights_only=True)
+        return self._load("optimizer.pt", "checkpoint's optimizer state")
 
     def rng(self) -> dict[str, Any]:
-        return torch.load(self.path / "rng.pt", map_location="cpu", weights_only=True)
+        return self._load("rng.pt", "checkpoint's RNG state")
+
+    def _load(self, name: str, what: str) -> dict[str, Any]:
+        """``torch.load(weights_only=True)``: a file that would run code is a one-line error."""
+        with reading(self.path / name, what=what, broad=True):
+            return torch.load(self.path / name, map_location="cpu", weights_only=True)
 
     def trainer(self) -> dict[str, Any]:
         return json.loads((self.path / "trainer.json").read_text(encoding="utf-8"))
@@ -198,3 +210,32 @@ def load_trainable(groups: dict[str, list[torch.nn.Parameter]], tensors: dict[st
             if src.shape != param.shape:
                 raise ValueError(f"checkpoint tensor {key} has shape {tuple(src.shape)}, model has {tuple(param.shape)}")
             param.copy_(src.to(param.device, param.dtype))
+
+
+# -- what a recipe calls --------------------------------------------------------------------
+def save_training(root: str | Path, step: int, *, groups: dict[str, list[torch.nn.Parameter]], optimizer: Any,
+                  scheduler: Any, keep: int, trainer: dict[str, Any] | None = None,
+                  generators: dict[str, torch.Generator] | None = None) -> Path:
+    """Checkpoint ``step`` of a training loop: the parameters in ``groups``, the optimizer, the
+    scheduler (in ``trainer.json``), every RNG (``generators`` too) and the recipe's ``trainer`` extras."""
+    return save_checkpoint(root, step, tensors=trainable_tensors(groups), optimizer=optimizer.state_dict(),
+                           rng=capture_rng(generators), keep=keep,
+                           trainer={**(trainer or {}), "scheduler": scheduler.state_dict()})
+
+
+def restore_training(found: Checkpoint, *, groups: dict[str, list[torch.nn.Parameter]], optimizer: Any,
+                     scheduler: Any, generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Load ``found`` into what :func:`save_training` saved; returns its ``trainer.json``.
+
+    Call it after the model, optimizer and scheduler exist (a scheduler's constructor resets the
+    learning rate) and right before the loop (the RNG states are those of the step after ``found``).
+    """
+    try:
+        load_trainable(groups, found.tensors())
+    except ValueError as exc:  # the config now builds a different model
+        raise FileError(str(found.path / "trainable.safetensors"), f"{exc}; resume with the run's own config") from None
+    optimizer.load_state_dict(found.optimizer())
+    state = found.trainer()
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng(found.rng(), generators)
+    return state

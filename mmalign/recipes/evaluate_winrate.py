@@ -127,6 +127,7 @@ def run_winrate(cfg: WinrateConfig, run: RunDir) -> dict:
         "kl_estimator": "token_kl" if exact_ok else "log_ratio",
         "kl_log_ratio": kl_sample,
         "kl_log_ratio_se": kl_sample_se,
+        "kl_per_prompt": [float(np.mean(v)) for v in (exact_kls if exact_ok else logratios)],
         "policy_judge_reward_mean": float(np.mean(np.concatenate(pol_judge))),
         "reference_judge_reward_mean": float(np.mean(np.concatenate(ref_judge))),
         "win_rates": [],

@@ -114,4 +114,7 @@ def test_kl_is_the_exact_per_token_kl_and_agrees_with_the_log_ratio(tmp_path, ti
     assert r["kl_estimator"] == "token_kl" and r["kl"] > 0.05
     assert abs(r["kl"] - r["kl_log_ratio"]) < 3 * (r["kl_se"] ** 2 + r["kl_log_ratio_se"] ** 2) ** 0.5
     assert r["kl_se"] < r["kl_log_ratio_se"]
+    per_prompt = r["kl_per_prompt"]
+    assert len(per_prompt) == 8 and min(per_prompt) >= 0.0
+    assert abs(sum(per_prompt) / len(per_prompt) - r["kl"]) < 1e-6
     assert "exact per-token KL" in (tmp_path / "runs/wr/report.md").read_text()

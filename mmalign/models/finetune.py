@@ -1,14 +1,13 @@
-"""Pieces the SFT and distillation recipes share: tokenising demonstrations, deterministic batch
-order, the response-only cross-entropy, packing, and the token-level forward KL."""
+"""Pieces the SFT and distillation recipes share: tokenising demonstrations, the response-only
+cross-entropy, packing, and the token-level forward KL. (Batch order, schedule and checkpoints are
+:mod:`mmalign.training`'s, shared with every recipe.)"""
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +15,6 @@ import torch
 from mmalign.errors import ConfigError, DataError
 from mmalign.models.policy import Prompt, SequenceBatch
 from mmalign.models.text import TextPolicy
-from mmalign.utils.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +78,6 @@ def tokenize_examples(policy: TextPolicy, prompts: Sequence[str | Prompt], respo
     return out
 
 
-def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
-    """Indices of the ``step``-th batch of an endless sequence of seeded epoch permutations
-    (a pure function of ``step``, so a resumed run sees the same batches)."""
-    out = []
-    start = step * batch_size
-    for pos in range(start, start + batch_size):
-        epoch, i = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        out.append(int(perm[i]))
-    return out
-
-
 def to_batch(policy: TextPolicy, examples: Sequence[Example]) -> SequenceBatch:
     return policy.batch_from_ids([e.prompt for e in examples], [e.prompt_ids for e in examples],
                                  [e.response_ids for e in examples])
@@ -137,28 +123,3 @@ def forward_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, mask:
     kl = (t.exp() * (t - s)).sum(-1) * temperature**2
     mask = mask.to(kl.device)
     return (kl * mask).sum(), mask.sum()
-
-
-def lr_at(step: int, base_lr: float, warmup_steps: int) -> float:
-    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then constant."""
-    return base_lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else base_lr
-
-
-def save_checkpoint(checkpoints: Path, step: int, policy: TextPolicy, optimizer: torch.optim.Optimizer) -> Path:
-    """``checkpoints/step_<step>/`` with ``model/`` (HF format), ``optimizer.pt`` and ``state.json``;
-    written atomically so a crash never leaves half a checkpoint."""
-    target = checkpoints / f"step_{step:07d}"
-    with atomic_directory(target, overwrite=True) as tmp:
-        policy.save(tmp / "model")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step}) + "\n", encoding="utf-8")
-    return target
-
-
-def latest_checkpoint(checkpoints: Path) -> tuple[int, Path] | None:
-    """(step, directory) of the newest complete checkpoint, if any."""
-    found = []
-    for d in checkpoints.glob("step_*"):
-        if (d / "state.json").is_file():
-            found.append((json.loads((d / "state.json").read_text(encoding="utf-8"))["step"], d))
-    return max(found) if found else None

@@ -5,13 +5,13 @@
 over response tokens, where responses come from the dataset (``train.source: data``) or are
 sampled from the teacher for each batch (``teacher``). Teacher and student must share a tokenizer
 (the KL is over the teacher's vocabulary). Held-out KL(teacher || student) at T=1 is logged before,
-during and after training. Run directory as for ``sft``; ``final/`` is the student checkpoint.
+during and after training. Run directory and checkpoints as for ``sft`` (the teacher's sampling
+generator is checkpointed too, so ``--resume`` is exact with ``train.source: teacher``);
+``final/`` is the student checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +22,14 @@ from mmalign.config import to_yaml
 from mmalign.config.schemas.distill import DistillConfig
 from mmalign.data import load_prompts, load_sft
 from mmalign.errors import ConfigError
-from mmalign.models.finetune import (
-    Example,
-    batch_indices,
-    forward_kl,
-    latest_checkpoint,
-    lr_at,
-    save_checkpoint,
-    split_records,
-    to_batch,
-    tokenize_examples,
-)
+from mmalign.models.finetune import Example, forward_kl, split_records, to_batch, tokenize_examples
 from mmalign.models.loading import load_text_policy, resolve_checkpoint
 from mmalign.models.text import TextPolicy
-from mmalign.training.divergence import check_finite, check_finite_weights, lr_hint
+from mmalign.training import batches
+from mmalign.training import checkpoint as ckpt
+from mmalign.training.divergence import check_finite_weights, clip_and_check, lr_hint
+from mmalign.training.schedule import make_scheduler, optimizer_step
 from mmalign.utils.atomic import atomic_directory
-from mmalign.utils.io_errors import reading
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -127,7 +119,7 @@ def accumulate(cfg: DistillConfig, teacher: TextPolicy, student: TextPolicy, tra
     t = cfg.train
     kl_total, loss_total, count = 0.0, 0.0, 0
     for micro in range(t.grad_accum):
-        idx = batch_indices(len(prompts), t.batch_size, step * t.grad_accum + micro, cfg.run.seed)
+        idx = batches.batch(len(prompts), t.batch_size, step * t.grad_accum + micro, cfg.run.seed)
         if t.source == "data":
             examples = [train[i] for i in idx]
         else:
@@ -138,6 +130,19 @@ def accumulate(cfg: DistillConfig, teacher: TextPolicy, student: TextPolicy, tra
         kl_total, count = kl_total + float(kl_sum), count + int(n)
         loss_total += float(loss.detach()) / t.grad_accum
     return kl_total, loss_total, count
+
+
+def start(run: RunDir, found: ckpt.Checkpoint | None, teacher: TextPolicy, student: TextPolicy, held: list[Example],
+          eval_batch_size: int, vocab: int, state: dict) -> tuple[int, float]:
+    """(first step, held-out KL before training): the checkpoint ``found`` loaded into ``state``
+    (groups, optimizer, scheduler, generators) with the KL the run logged at step 0, or step 0 and
+    that KL measured (and logged) now."""
+    if found is None:
+        first = eval_kl(teacher, student, held, eval_batch_size, vocab)
+        run.log_metrics(0, eval_kl=first)
+        return 0, first
+    ckpt.restore_training(found, **state)
+    return found.step, next((m["eval_kl"] for m in run.read_metrics() if "eval_kl" in m), float("nan"))
 
 
 def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False) -> DistillResult:
@@ -151,9 +156,8 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
     resolve_checkpoint(cfg.model.path)  # fail fast, before a run directory exists
     resolve_checkpoint(cfg.teacher.path, key="teacher.path")
     run = RunDir.open(cfg.run.output_dir, cfg.run.name, to_yaml(cfg), overwrite=overwrite, resume=resume)
-    ckpt = latest_checkpoint(run.checkpoints) if run.resumed else None
-    student_cfg = cfg.model if ckpt is None else dataclasses.replace(cfg.model, path=str(ckpt[1] / "model"))
-    student = load_text_policy(student_cfg, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
+    found = ckpt.resume_point(run)
+    student = load_text_policy(cfg.model, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
     teacher = load_text_policy(cfg.teacher, run_device=cfg.run.device, run_dtype=cfg.run.dtype, key="teacher")
     teacher.freeze()
     vocab = check_same_tokenizer(teacher, student)
@@ -167,30 +171,19 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
     run.started()  # components loaded: only now is a run that --overwrite replaces deleted
     hint = lr_hint("train.lr", t.lr)
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    start_step = 0
-    if ckpt is not None:
-        start_step = ckpt[0]
-        with reading(ckpt[1] / "optimizer.pt", what="checkpoint's optimizer state", broad=True):
-            opt.load_state_dict(torch.load(ckpt[1] / "optimizer.pt", map_location=student.device, weights_only=True))
-        run.truncate_metrics(start_step)
-        first = next((m["eval_kl"] for m in run.read_metrics() if "eval_kl" in m), float("nan"))
-    else:
-        first = eval_kl(teacher, student, held, t.eval_batch_size, vocab)
-        run.log_metrics(0, eval_kl=first)
+    sched = make_scheduler(opt, "constant", warmup_steps=t.warmup_steps, total_steps=t.steps)
+    state = {"groups": {"student": params}, "optimizer": opt, "scheduler": sched, "generators": {"teacher": gen}}
+    start_step, first = start(run, found, teacher, student, held, t.eval_batch_size, vocab, state)
     student.train()
     bar = progress(range(start_step, t.steps), desc="distill", total=t.steps, initial=start_step)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, t.lr, t.warmup_steps)
         kl_total, loss_total, count = accumulate(cfg, teacher, student, train, prompts, step, gen, vocab)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm or math.inf)  # inf: measure only
-        check_finite("distill", step + 1, hint, loss=loss_total, gradient_norm=grad_norm)  # before the step
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        clip_and_check("distill", step + 1, hint, params, t.max_grad_norm, loss_total)  # before the step
+        lr = optimizer_step(opt, sched)
         done = step + 1
         metrics = {}
         if done % t.log_every == 0 or done == t.steps:
-            metrics.update(train_kl=kl_total / max(count, 1), lr=opt.param_groups[0]["lr"], tokens=count)
+            metrics.update(train_kl=kl_total / max(count, 1), lr=lr, tokens=count)
         if held and ((t.eval_every and done % t.eval_every == 0) or done == t.steps):
             metrics["eval_kl"] = eval_kl(teacher, student, held, t.eval_batch_size, vocab)
             bar.set_postfix(eval_kl=f"{metrics['eval_kl']:.4f}")
@@ -198,7 +191,7 @@ def run_distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = F
             run.log_metrics(done, **metrics)
         if t.save_every and done % t.save_every == 0 and done < t.steps:
             check_finite_weights("distill", done, hint, params)
-            save_checkpoint(run.checkpoints, done, student, opt)
+            ckpt.save_training(run.checkpoints, done, keep=ckpt.DEFAULT_KEEP, **state)
 
     check_finite_weights("distill", t.steps, hint, params)
     last = eval_kl(teacher, student, held, t.eval_batch_size, vocab)

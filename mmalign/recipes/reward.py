@@ -8,7 +8,10 @@ data. Held-out pairwise accuracy is logged every ``train.eval_every`` steps. The
 ``<run>/final/``, is a Hugging Face folder (safetensors + tokenizer + ``mmalign_reward.json``)
 that ``reward: {kind: hf_classifier, path: <run>/final}`` loads. The model, the pair scorer, the
 loss, the evaluation and the saved folder are :mod:`mmalign.rewards.bradley_terry`'s; this recipe
-wires them and owns the loop (data split, schedule, checkpoints, resume).
+wires them and owns the loop (data split, schedule, checkpoints, resume) on
+:mod:`mmalign.training`: the shared batch order, a warm-up + cosine schedule down to 10% of
+``train.lr`` at the last step, and ``checkpoints/step-*/`` in the format every recipe shares (the
+model is rebuilt from the config on ``--resume``; its weights come from the checkpoint).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -35,7 +37,10 @@ from mmalign.rewards.bradley_terry import (
     save_reward_model,
 )
 from mmalign.rewards.hf_classifier import resolve_format
-from mmalign.training.divergence import check_finite, check_finite_weights, lr_hint
+from mmalign.training import batches
+from mmalign.training import checkpoint as ckpt
+from mmalign.training.divergence import check_finite_weights, clip_and_check, lr_hint
+from mmalign.training.schedule import make_scheduler, optimizer_step
 from mmalign.utils.atomic import atomic_directory
 from mmalign.utils.device import resolve_device, resolve_dtype
 from mmalign.utils.progress import echo, is_quiet, progress
@@ -67,27 +72,6 @@ def split_pairs(cfg: RewardRecipeConfig) -> tuple[list[PreferenceRecord], list[P
     return [r for i, r in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
 
 
-def warmup_cosine(warmup_steps: int, total: int):
-    """The lr factor at step ``s``: linear warmup, then cosine decay to 10% of ``lr`` at the last step."""
-
-    def lr_factor(s: int) -> float:
-        if s < warmup_steps:
-            return (s + 1) / warmup_steps
-        frac = (s - warmup_steps) / max(1, total - warmup_steps)
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, frac)))
-
-    return lr_factor
-
-
-def batch_at(pairs: list[PreferenceRecord], step: int, batch_size: int, seed: int) -> list[PreferenceRecord]:
-    """Step ``step``'s pairs: a fixed shuffle per epoch, so a resumed run sees the same data."""
-    steps_per_epoch = math.ceil(len(pairs) / batch_size)
-    epoch, offset = divmod(step, steps_per_epoch)
-    order = list(range(len(pairs)))
-    random.Random(seed * 1000003 + epoch).shuffle(order)
-    return [pairs[i] for i in order[offset * batch_size:(offset + 1) * batch_size]]
-
-
 def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = False) -> RewardResult:
     """Train, evaluate and save a reward model; returns where it went and how well it does."""
     t0 = time.monotonic()
@@ -101,28 +85,25 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)
     dtype = resolve_dtype(cfg.run.dtype, device)
-    last = rundir.checkpoints / "last"
-    start_step = 0
-    resuming = rundir.resumed and (last / "trainer_state.pt").is_file()
-    model, tokenizer = build_reward_model(cfg.model, train_pairs, dtype, path=str(last) if resuming else None)
+    found = ckpt.resume_point(rundir)
+    model, tokenizer = build_reward_model(cfg.model, train_pairs, dtype)
     model.to(device).train()
     fmt, saved_sep = resolve_format(cfg.model.format, tokenizer, cfg.model.path or None)
     sep = saved_sep if saved_sep is not None and cfg.model.format == "auto" else cfg.model.separator
     scorer = PairScorer(model, tokenizer, fmt, sep, cfg.train.max_length, device)
     tc = cfg.train
-    optim = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    params = list(model.parameters())
+    optim = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = math.ceil(len(train_pairs) / tc.batch_size)
     total = steps_per_epoch * tc.epochs if tc.max_steps is None else min(tc.max_steps, steps_per_epoch * tc.epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, warmup_cosine(tc.warmup_steps, total))
-    if resuming:  # after creating the scheduler, which resets the optimizer's lr
-        state = torch.load(last / "trainer_state.pt", weights_only=True)
-        optim.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_step = int(state["step"])
-        rundir.truncate_metrics(start_step)
-        log.info("resumed from step %d", start_step)
+    sched = make_scheduler(optim, "cosine", warmup_steps=tc.warmup_steps, total_steps=total, min_lr_ratio=0.1)
+    state = {"groups": {"model": params}, "optimizer": optim, "scheduler": sched}
+    start_step = 0
+    if found is not None:  # after creating the scheduler, which resets the optimizer's lr
+        ckpt.restore_training(found, **state)
+        start_step = found.step
     log.info("pairs: %d train, %d held out; %d steps; format=%s; params=%d", len(train_pairs), len(eval_pairs),
-             total, fmt, sum(p.numel() for p in model.parameters()))
+             total, fmt, sum(p.numel() for p in params))
     rundir.started()  # components loaded: only now is a run that --overwrite replaces deleted
     hint = lr_hint("train.lr", tc.lr)
 
@@ -131,30 +112,27 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
     deadline = t0 + 60 * tc.max_minutes if tc.max_minutes else None
     bar = progress(total=total, desc="reward", initial=start_step)
     while step < total and (deadline is None or time.monotonic() < deadline):
-        rc, rr = scorer(batch_at(train_pairs, step, tc.batch_size, cfg.run.seed))
+        rc, rr = scorer([train_pairs[i] for i in batches.batch(len(train_pairs), tc.batch_size, step, cfg.run.seed)])
         loss = bt_loss(rc, rr)
-        optim.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        check_finite("reward", step + 1, hint, loss=loss.detach(), gradient_norm=gnorm)  # before the step
-        optim.step()
-        sched.step()
+        gnorm = clip_and_check("reward", step + 1, hint, params, tc.grad_clip, loss.detach())
+        lr = optimizer_step(optim, sched)
         bar.update(1)
         done = step + 1
         if done % tc.log_every == 0:
             rundir.log_metrics(done, loss=float(loss.detach()), train_accuracy=float((rc.detach() > rr.detach()).float().mean()),
-                               grad_norm=float(gnorm), lr=sched.get_last_lr()[0])
+                               grad_norm=float(gnorm), lr=lr)
         if done % tc.eval_every == 0:
             metrics = evaluate_pairs(scorer, eval_pairs, tc.eval_batch_size)
             rundir.log_metrics(done, **metrics)
             log.info("step %d: %s", done, json.dumps(metrics))
             bar.set_postfix(acc=f"{metrics['eval_accuracy']:.3f}")
         if done % tc.save_every == 0:
-            check_finite_weights("reward", done, hint, model.parameters())
-            _save_checkpoint(last, model, tokenizer, optim, sched, done)
+            check_finite_weights("reward", done, hint, params)
+            ckpt.save_training(rundir.checkpoints, done, keep=ckpt.DEFAULT_KEEP, **state)
         step = done
     bar.close()
-    check_finite_weights("reward", step, hint, model.parameters())
+    check_finite_weights("reward", step, hint, params)
     if not metrics or step % tc.eval_every:
         metrics = evaluate_pairs(scorer, eval_pairs, tc.eval_batch_size)
         rundir.log_metrics(step, **metrics)
@@ -168,10 +146,3 @@ def run(cfg: RewardRecipeConfig, *, overwrite: bool = False, resume: bool = Fals
     echo(f"reward model: {final} (held-out pairwise accuracy {metrics['eval_accuracy']:.3f}, {step} steps, {seconds:.0f}s)")
     return RewardResult(rundir.path, final, step, metrics["eval_accuracy"], metrics["eval_loss"], seconds)
 
-
-def _save_checkpoint(path: Path, model: Any, tokenizer: Any, optim: torch.optim.Optimizer, sched: Any,
-                     step: int) -> None:
-    with atomic_directory(path, overwrite=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        torch.save({"optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "step": step}, tmp / "trainer_state.pt")

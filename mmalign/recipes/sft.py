@@ -5,8 +5,10 @@
 Prompt tokens carry no loss. With ``train.packing`` examples are concatenated into
 ``max_seq_len`` blocks (the loss mask still covers responses only). Held-out loss is logged before
 training, every ``train.eval_every`` steps and at the end. The run directory holds config.yaml,
-metrics.jsonl, run.log, checkpoints/step_*/ (resumable) and final/, a Hugging Face checkpoint
-(full weights or LoRA adapter) that every other verb loads with ``model.path: <run>/final``.
+metrics.jsonl, run.log, checkpoints/step-*/ (the format every recipe shares,
+:mod:`mmalign.training.checkpoint`: ``--resume`` continues from the newest that verifies) and
+final/, a Hugging Face checkpoint (full weights or LoRA adapter) that every other verb loads with
+``model.path: <run>/final``.
 
 Records may carry images, audio or video (``Prompt(text, media)``); the policy loaded from
 ``model.path`` decides how they become embeddings. ``train.trainable: projector`` trains only the
@@ -17,8 +19,6 @@ the LM too.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +31,9 @@ from mmalign.data import load_sft
 from mmalign.errors import ConfigError
 from mmalign.models.finetune import (
     Example,
-    batch_indices,
-    latest_checkpoint,
-    lr_at,
     pack_examples,
     packed_nll,
     response_nll,
-    save_checkpoint,
     split_records,
     to_batch,
     tokenize_examples,
@@ -45,9 +41,11 @@ from mmalign.models.finetune import (
 from mmalign.models.loading import load_policy, resolve_checkpoint
 from mmalign.models.policy import to_prompt
 from mmalign.models.text import TextPolicy
-from mmalign.training.divergence import check_finite, check_finite_weights, lr_hint
+from mmalign.training import batches
+from mmalign.training import checkpoint as ckpt
+from mmalign.training.divergence import check_finite_weights, clip_and_check, lr_hint
+from mmalign.training.schedule import make_scheduler, optimizer_step
 from mmalign.utils.atomic import atomic_directory
-from mmalign.utils.io_errors import reading
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -84,7 +82,7 @@ def accumulate(policy: TextPolicy, train: list[Example], t, step: int, seed: int
     accumulate; returns (summed NLL, response tokens)."""
     total, count = 0.0, 0
     for micro in range(t.grad_accum):
-        idx = batch_indices(len(train), t.batch_size, step * t.grad_accum + micro, seed)
+        idx = batches.batch(len(train), t.batch_size, step * t.grad_accum + micro, seed)
         examples = [train[i] for i in idx]
         if t.packing:
             ids, mask = pack_examples(examples, t.max_seq_len, policy.pad_token_id)
@@ -94,6 +92,19 @@ def accumulate(policy: TextPolicy, train: list[Example], t, step: int, seed: int
         (nll / n.clamp(min=1) / t.grad_accum).backward()
         total, count = total + float(nll.detach()), count + int(n)
     return total, count
+
+
+def start(run: RunDir, found: ckpt.Checkpoint | None, policy: TextPolicy, held: list[Example], eval_batch_size: int,
+          state: dict) -> tuple[int, float]:
+    """(first step, held-out loss before training): the checkpoint ``found`` loaded into ``state``
+    (groups, optimizer, scheduler) with the held-out loss the run logged at step 0, or step 0 and
+    that loss measured (and logged) now."""
+    if found is None:
+        first = eval_loss(policy, held, eval_batch_size)
+        run.log_metrics(0, eval_loss=first)
+        return 0, first
+    ckpt.restore_training(found, **state)
+    return found.step, next((m["eval_loss"] for m in run.read_metrics() if "eval_loss" in m), float("nan"))
 
 
 def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) -> SFTResult:
@@ -107,14 +118,9 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
         raise ConfigError("train.packing: prompts with images/audio/video cannot be packed; set train.packing=false")
     run = RunDir.open(cfg.run.output_dir, cfg.run.name, to_yaml(cfg), overwrite=overwrite, resume=resume)
     t = cfg.train
-    start_step, ckpt = 0, latest_checkpoint(run.checkpoints) if run.resumed else None
-    model_cfg = cfg.model if ckpt is None else dataclasses.replace(cfg.model, path=str(ckpt[1] / "model"))
-    policy = load_policy(model_cfg, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
+    found = ckpt.resume_point(run)
+    policy = load_policy(cfg.model, run_device=cfg.run.device, run_dtype=cfg.run.dtype)
     policy.set_trainable(t.trainable)
-    if ckpt is not None:
-        start_step = ckpt[0]
-        run.truncate_metrics(start_step)
-        run.logger.info("resumed from %s", ckpt[1])
     params = policy.trainable_parameters()
     if not params:
         raise ConfigError("model: nothing to train (quantised weights train through LoRA: set model.lora.enabled)")
@@ -126,33 +132,24 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
     run.logger.info("sft: %d training / %d held-out examples, %d trainable parameters", len(train), len(held),
                     sum(p.numel() for p in params))
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    if ckpt is not None:
-        with reading(ckpt[1] / "optimizer.pt", what="checkpoint's optimizer state", broad=True):
-            opt.load_state_dict(torch.load(ckpt[1] / "optimizer.pt", map_location=policy.device, weights_only=True))
+    sched = make_scheduler(opt, "constant", warmup_steps=t.warmup_steps, total_steps=t.steps)
+    state = {"groups": {"policy": params}, "optimizer": opt, "scheduler": sched}
     run.started()  # components loaded: only now is a run that --overwrite replaces deleted
     hint = lr_hint("train.lr", t.lr)
 
-    if ckpt is None:
-        first_eval = eval_loss(policy, held, t.eval_batch_size)
-        run.log_metrics(0, eval_loss=first_eval)
-    else:
-        first_eval = next((m["eval_loss"] for m in run.read_metrics() if "eval_loss" in m), float("nan"))
+    start_step, first_eval = start(run, found, policy, held, t.eval_batch_size, state)
     policy.train()
     train_loss = float("nan")
     bar = progress(range(start_step, t.steps), desc="sft", total=t.steps, initial=start_step)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, t.lr, t.warmup_steps)
         total, count = accumulate(policy, train, t, step, cfg.run.seed)
         train_loss = total / max(count, 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm or math.inf)  # inf: measure only
-        check_finite("sft", step + 1, hint, loss=train_loss, gradient_norm=grad_norm)  # before the step
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        clip_and_check("sft", step + 1, hint, params, t.max_grad_norm, train_loss)  # before the step
+        lr = optimizer_step(opt, sched)
         done = step + 1
         metrics = {}
         if done % t.log_every == 0 or done == t.steps:
-            metrics.update(train_loss=train_loss, lr=opt.param_groups[0]["lr"], tokens=count)
+            metrics.update(train_loss=train_loss, lr=lr, tokens=count)
         if held and ((t.eval_every and done % t.eval_every == 0) or done == t.steps):
             metrics["eval_loss"] = eval_loss(policy, held, t.eval_batch_size)
             bar.set_postfix(eval_loss=f"{metrics['eval_loss']:.3f}")
@@ -160,7 +157,7 @@ def run_sft(cfg: SFTConfig, *, overwrite: bool = False, resume: bool = False) ->
             run.log_metrics(done, **metrics)
         if t.save_every and done % t.save_every == 0 and done < t.steps:
             check_finite_weights("sft", done, hint, params)
-            save_checkpoint(run.checkpoints, done, policy, opt)
+            ckpt.save_training(run.checkpoints, done, keep=ckpt.DEFAULT_KEEP, **state)
 
     check_finite_weights("sft", t.steps, hint, params)
     final_eval = eval_loss(policy, held, t.eval_batch_size)

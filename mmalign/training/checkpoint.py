@@ -14,8 +14,8 @@ either the complete checkpoint or nothing. A checkpoint whose manifest is missin
 do not match it (disk corruption, a truncated copy) is reported and skipped in favour of the
 previous one.
 
-A recipe saves with :func:`save_training` and resumes with :func:`latest_valid` then
-:func:`restore_training`; the model itself is rebuilt from the run's config, and the trainable
+A recipe saves with :func:`save_training` and resumes with :func:`resume_point` (or
+:func:`latest_valid`) then :func:`restore_training`; the model itself is rebuilt from the run's config, and the trainable
 tensors are copied into it.
 """
 
@@ -37,8 +37,11 @@ import torch
 from mmalign.errors import FileError
 from mmalign.utils.atomic import atomic_directory
 from mmalign.utils.io_errors import reading
+from mmalign.utils.progress import echo
+from mmalign.utils.rundir import RunDir
 
 MANIFEST = "MANIFEST.json"
+DEFAULT_KEEP = 3  # checkpoints kept by a recipe whose config has no checkpoint.keep
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
@@ -239,3 +242,23 @@ def restore_training(found: Checkpoint, *, groups: dict[str, list[torch.nn.Param
     scheduler.load_state_dict(state["scheduler"])
     restore_rng(found.rng(), generators)
     return state
+
+
+def resume_point(run: RunDir) -> Checkpoint | None:
+    """The checkpoint a resumed ``run`` continues from: the newest that verifies (each newer bad one
+    is a one-line warning, printed and in ``run.log``), with ``metrics.jsonl`` cut back to its step.
+
+    None for a new run, or when no checkpoint verifies: then the resumed run starts over and keeps
+    no metrics.
+    """
+    if not run.resumed:
+        return None
+
+    def report(msg: str) -> None:
+        echo(f"mmalign: warning: {msg}")
+        run.logger.warning(msg)
+
+    found = latest_valid(run.checkpoints, report)
+    run.truncate_metrics(found.step if found is not None else -1)
+    run.logger.info("resuming after step %d", found.step if found is not None else 0)
+    return found

@@ -57,3 +57,13 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, *, warmup_st
         return get_scheduler("constant", optimizer)
     return get_scheduler("cosine_warmup_with_min_lr", optimizer, num_warmup_steps=warmup_steps,
                          num_training_steps=total_steps, scheduler_specific_kwargs={"min_lr_rate": min_lr_ratio})
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scheduler: LambdaLR) -> float:
+    """Apply the gradients at the scheduled rate, advance the schedule and clear the gradients;
+    returns the rate the step used (that of the first parameter group)."""
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return lr

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from mmalign.training import checkpoint as ckpt
 from mmalign.zoo import get_tier, init_text_checkpoint
 from tests.recipes.test_sft import task_texts
+from tests.training.helpers import assert_same_weights, kill_after_checkpoint
 
 
 def sharpen(model_dir, factor: float = 30.0) -> None:
@@ -83,5 +85,45 @@ def test_distill_divergence_stops_with_one_line_and_no_done(run_cli, toy_pair, t
     step = int(lines[0].split("at step ")[1].split(":")[0])
     run = tmp_path / "runs" / "kd"
     assert not (run / "DONE").exists() and not (run / "final").exists()
-    saved = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert saved == [f"step_{s:07d}" for s in range(1, step)]
+    saved = [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")]
+    assert saved == list(range(max(1, step - ckpt.DEFAULT_KEEP), step))  # the newest good ones, rotated
+    assert all(ckpt.verify(p) is None for _, p in ckpt.list_checkpoints(run / "checkpoints"))
+
+
+TEACHER_SAMPLES = ("train.source=teacher", "train.hard_weight=0.2", "train.max_new_tokens=8",
+                   "data.path=bundled:text/prompts_train", "eval_data.path=bundled:text/prompts_eval",
+                   "eval_data.max_rows=8", "train.steps=8", "train.save_every=2", "train.batch_size=4")
+
+
+def test_distill_from_teacher_samples_resumes_after_sigkill_bit_for_bit(run_cli, toy_pair, tmp_path):
+    """The teacher samples each step's responses: the sampling generator is checkpointed too."""
+    pro, nano, _ = toy_pair
+    killed = write_config(tmp_path / "killed.yaml", nano, pro, tmp_path / "k")
+    kill_after_checkpoint(["distill", killed, *TEACHER_SAMPLES, "-q"], tmp_path / "k" / "runs" / "kd" / "checkpoints", 4)
+    code, _, err = run_cli("distill", killed, *TEACHER_SAMPLES, "--resume", "-q")
+    assert code == 0, err
+    straight = write_config(tmp_path / "straight.yaml", nano, pro, tmp_path / "s")
+    code, _, err = run_cli("distill", straight, *TEACHER_SAMPLES, "-q")
+    assert code == 0, err
+    runs = [tmp_path / d / "runs" / "kd" for d in ("k", "s")]
+    assert_same_weights(*(r / "final" / "model.safetensors" for r in runs))
+    rows = [[{k: v for k, v in json.loads(x).items() if k != "time"} for x in (r / "metrics.jsonl").read_text().splitlines()]
+            for r in runs]
+    assert rows[0] == rows[1]
+
+
+def test_distill_resume_from_a_corrupt_newest_checkpoint_falls_back(run_cli, toy_pair, tmp_path):
+    pro, nano, _ = toy_pair
+    cfg = write_config(tmp_path / "kd.yaml", nano, pro, tmp_path)
+    args = ("train.steps=7", "train.save_every=3")
+    assert run_cli("distill", cfg, *args, "-q")[0] == 0
+    run = tmp_path / "runs" / "kd"
+    (tmp_path / "straight.safetensors").write_bytes((run / "final" / "model.safetensors").read_bytes())
+    (run / "DONE").unlink()
+    (run / "checkpoints" / "step-00000006" / ckpt.MANIFEST).unlink()  # as if killed while writing it
+    code, out, err = run_cli("distill", cfg, *args, "--resume")
+    assert code == 0, err
+    assert "warning: checkpoint step-00000006 is corrupt or partial (no manifest" in out
+    assert "resuming after step 3" in (run / "run.log").read_text()
+    assert_same_weights(run / "final" / "model.safetensors", tmp_path / "straight.safetensors")
+    assert ckpt.verify(run / "checkpoints" / "step-00000006") is None  # written again, complete

@@ -8,6 +8,8 @@ import torch
 
 from mmalign.data import load_preferences
 from mmalign.rewards import build_reward
+from mmalign.training import checkpoint as ckpt
+from tests.training.helpers import assert_same_weights, corrupt, kill_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs/reward/bt_bundled.yaml"
@@ -24,9 +26,11 @@ def test_short_run_learns_and_loads_back_as_hf_classifier(run_cli, tmp_path):
         "train.max_steps=30", "train.eval_every=15", "train.save_every=15", "train.log_every=5")
     assert code == 0, err
     run_dir = tmp_path / "bt"
-    for name in ("config.yaml", "metrics.jsonl", "run.log", "DONE", "checkpoints/last/trainer_state.pt",
-                 "final/model.safetensors", "final/tokenizer.json", "final/mmalign_reward.json"):
+    for name in ("config.yaml", "metrics.jsonl", "run.log", "DONE", "final/model.safetensors", "final/tokenizer.json",
+                 "final/mmalign_reward.json"):
         assert (run_dir / name).exists(), name
+    assert [s for s, _ in ckpt.list_checkpoints(run_dir / "checkpoints")] == [15, 30]
+    assert ckpt.verify(run_dir / "checkpoints" / "step-00000030") is None
     rows = metrics(run_dir)
     final = rows[-1]
     assert final["final"] is True and final["step"] == 30
@@ -94,21 +98,37 @@ def test_cli_errors_are_one_line_with_exit_2(run_cli, tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing is written before the data is known to be good
 
 
-def test_resume_continues_to_the_same_result(run_cli, tmp_path):
-    args = ("-q", "reward", str(CONFIG), f"run.output_dir={tmp_path}", "run.name=r", "data.train.max_rows=96",
-            "data.eval.max_rows=32", "model.toy.hidden_size=16", "model.toy.vocab_size=300", "train.batch_size=8",
-            "train.eval_every=100", "train.save_every=4", "train.max_steps=6", "train.max_length=64")
-    assert run_cli(*args)[0] == 0
-    run_dir = tmp_path / "r"
-    straight = metrics(run_dir)[-1]
-    (run_dir / "DONE").unlink()  # as if it had stopped after its step-4 checkpoint
-    code, _, err = run_cli(*args, "--resume")
+SMALL = ("data.train.max_rows=96", "data.eval.max_rows=32", "model.toy.hidden_size=16", "model.toy.vocab_size=300",
+         "train.batch_size=8", "train.eval_every=100", "train.max_length=64", "train.warmup_steps=2")
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(run_cli, tmp_path):
+    args = ["reward", str(CONFIG), "run.name=r", *SMALL, "train.save_every=4", "train.max_steps=16"]
+    kill_after_checkpoint([*args, f"run.output_dir={tmp_path / 'k'}", "-q"], tmp_path / "k" / "r" / "checkpoints", 8)
+    code, _, err = run_cli("-q", *args, f"run.output_dir={tmp_path / 'k'}", "--resume")
     assert code == 0, err
-    rows = metrics(run_dir)
-    assert sum(1 for r in rows if r.get("final")) == 1  # the first run's lines past step 4 were dropped
-    resumed = rows[-1]
-    assert resumed["step"] == 6 and resumed["final"] is True
-    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-6)
+    code, _, err = run_cli("-q", *args, f"run.output_dir={tmp_path / 's'}")
+    assert code == 0, err
+    runs = [tmp_path / d / "r" for d in ("k", "s")]
+    assert_same_weights(*(r / "final" / "model.safetensors" for r in runs))
+    assert [{k: v for k, v in m.items() if k not in ("time", "seconds")} for m in metrics(runs[0])] == \
+        [{k: v for k, v in m.items() if k not in ("time", "seconds")} for m in metrics(runs[1])]
+    assert sum(1 for r in metrics(runs[0]) if r.get("final")) == 1
+
+
+def test_resume_from_a_corrupt_newest_checkpoint_falls_back_and_ends_the_same(run_cli, tmp_path):
+    args = ("reward", str(CONFIG), f"run.output_dir={tmp_path}", "run.name=r", *SMALL, "train.save_every=4",
+            "train.max_steps=10")
+    assert run_cli("-q", *args)[0] == 0
+    run_dir = tmp_path / "r"
+    (tmp_path / "straight.safetensors").write_bytes((run_dir / "final" / "model.safetensors").read_bytes())
+    (run_dir / "DONE").unlink()  # as if it had stopped after its step-8 checkpoint, which then rotted
+    corrupt(run_dir / "checkpoints" / "step-00000008" / "optimizer.pt")
+    code, out, err = run_cli(*args, "--resume")
+    assert code == 0, err
+    assert "warning: checkpoint step-00000008 is corrupt or partial (optimizer.pt does not match its sha256" in out
+    assert "resuming after step 4" in (run_dir / "run.log").read_text()
+    assert_same_weights(run_dir / "final" / "model.safetensors", tmp_path / "straight.safetensors")
 
 
 def test_unknown_reward_kind_in_a_recipe_config_is_one_line(run_cli, tiny_llama_dir):
@@ -128,5 +148,6 @@ def test_divergence_stops_with_one_line_and_no_done(run_cli, tmp_path):
     step = int(line.split("at step ")[1].split(":")[0])
     run_dir = tmp_path / "nan"
     assert not (run_dir / "DONE").exists() and not (run_dir / "final").exists()
-    state = torch.load(run_dir / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
-    assert state["step"] == step - 1  # the last step that trained without a NaN
+    found = ckpt.latest_valid(run_dir / "checkpoints")
+    assert found.step == step - 1  # the last step that trained without a NaN
+    assert all(torch.isfinite(t).all() for t in found.tensors().values())

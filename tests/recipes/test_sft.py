@@ -9,7 +9,9 @@ import torch
 
 from mmalign.data import bundled_path
 from mmalign.models.loading import load_policy
+from mmalign.training import checkpoint as ckpt
 from mmalign.zoo import get_tier, init_text_checkpoint
+from tests.training.helpers import assert_same_weights, corrupt, kill_after_checkpoint
 
 
 def task_texts() -> list[str]:
@@ -44,8 +46,10 @@ def test_sft_lowers_heldout_loss(run_cli, toy_nano, tmp_path):
     evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
     assert metrics[0]["step"] == 0 and len(evals) == 2
     assert evals[-1] < evals[0] - 1.0, evals
-    for name in ("config.yaml", "run.log", "DONE", "final/model.safetensors", "checkpoints/step_0000006/model"):
+    for name in ("config.yaml", "run.log", "DONE", "final/model.safetensors"):
         assert (run / name).exists(), name
+    assert [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")] == [6]  # none at the end: final/ is
+    assert ckpt.verify(run / "checkpoints" / "step-00000006") is None
     # the checkpoint loads through the ordinary loader and samples
     pol = load_policy(run / "final", device="cpu", dtype="float32", chat_template="off")
     s = pol.sample(["Human: Count from 5 to 8.\n\nAssistant:"], 2, max_new_tokens=6)
@@ -74,40 +78,35 @@ def test_sft_missing_checkpoint_is_one_line_error(run_cli, tmp_path):
 
 def test_sft_resume_after_sigkill_matches_uninterrupted_run(run_cli, toy_nano, tmp_path):
     """Kill a run right after its step-6 checkpoint, resume it, and end with an uninterrupted run's weights."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    root = Path(__file__).resolve().parents[2]
     killed = write_config(tmp_path / "killed.yaml", toy_nano, tmp_path / "k")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "mmalign", "sft", killed, "-q"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    marker = tmp_path / "k" / "runs" / "sft-test" / "checkpoints" / "step_0000006" / "state.json"
-    deadline = time.time() + 300
-    try:
-        while not marker.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.time() < deadline, "no step-6 checkpoint in time"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_after_checkpoint(["sft", killed, "-q"], tmp_path / "k" / "runs" / "sft-test" / "checkpoints", 6)
     code, _, err = run_cli("sft", killed, "--resume", "-q")
     assert code == 0, err
     straight = write_config(tmp_path / "straight.yaml", toy_nano, tmp_path / "s")
     code, _, err = run_cli("sft", straight, "-q")
     assert code == 0, err
-    a = load_file(str(tmp_path / "k" / "runs" / "sft-test" / "final" / "model.safetensors"))
-    b = load_file(str(tmp_path / "s" / "runs" / "sft-test" / "final" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    runs = [tmp_path / d / "runs" / "sft-test" for d in ("k", "s")]
+    assert_same_weights(*(r / "final" / "model.safetensors" for r in runs))
+    rows = [[{k: v for k, v in json.loads(x).items() if k != "time"} for x in (r / "metrics.jsonl").read_text().splitlines()]
+            for r in runs]
+    assert rows[0] == rows[1]  # the lines past the checkpoint were replaced by the same ones
+
+
+def test_sft_lora_resume_from_a_corrupt_newest_checkpoint_falls_back_and_ends_the_same(run_cli, toy_nano, tmp_path):
+    cfg = write_config(tmp_path / "sft.yaml", toy_nano, tmp_path, "")
+    args = ("model.lora.enabled=true", "train.steps=9", "train.save_every=3", "train.lr=1e-2", "-q")
+    assert run_cli("sft", cfg, *args)[0] == 0
+    run = tmp_path / "runs" / "sft-test"
+    assert [s for s, _ in ckpt.list_checkpoints(run / "checkpoints")] == [3, 6]
+    straight = (run / "final" / "adapter_model.safetensors").read_bytes()
+    (tmp_path / "straight.safetensors").write_bytes(straight)
+    (run / "DONE").unlink()  # as if killed after its last checkpoint, whose weights then rotted on disk
+    corrupt(run / "checkpoints" / "step-00000006" / "trainable.safetensors")
+    code, out, err = run_cli("sft", cfg, *args[:-1], "--resume")
+    assert code == 0, err
+    assert "warning: checkpoint step-00000006 is corrupt or partial" in out
+    assert "resuming after step 3" in (run / "run.log").read_text()
+    assert_same_weights(run / "final" / "adapter_model.safetensors", tmp_path / "straight.safetensors")
 
 
 def test_sft_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(run_cli, toy_nano, tmp_path):
@@ -120,14 +119,9 @@ def test_sft_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(r
     assert 1 < step < 12
     run = tmp_path / "runs" / "sft-test"
     assert not (run / "DONE").exists() and not (run / "final").exists()
-    from mmalign.models.finetune import latest_checkpoint
-
-    found = latest_checkpoint(run / "checkpoints")
-    assert found is not None and found[0] == step - 1
-    from safetensors.torch import load_file
-
-    weights = load_file(str(found[1] / "model" / "model.safetensors"))
-    assert all(torch.isfinite(w).all() for w in weights.values())
+    found = ckpt.latest_valid(run / "checkpoints")
+    assert found is not None and found.step == step - 1
+    assert all(torch.isfinite(w).all() for w in found.tensors().values())
 
 
 class _Planted:
@@ -140,18 +134,33 @@ class _Planted:
         return (open, (self.path, "w"))
 
 
-def test_resume_never_unpickles_code_from_a_planted_optimizer_state(run_cli, toy_nano, tmp_path, monkeypatch):
+@pytest.mark.parametrize("manifest", ["left", "rewritten"])
+def test_resume_never_unpickles_code_from_a_planted_optimizer_state(run_cli, toy_nano, tmp_path, monkeypatch,
+                                                                     manifest):
+    """A planted optimizer.pt fails its manifest (the checkpoint is skipped, the run starts over);
+    with the manifest rewritten to match, the weights-only load refuses it in one line."""
     cfg = write_config(tmp_path / "sft.yaml", toy_nano, tmp_path)
-    assert run_cli("sft", cfg, "-q", "train.steps=2", "train.save_every=1", "data.max_rows=16")[0] == 0
+    args = ("-q", "train.steps=2", "train.save_every=1", "data.max_rows=16")
+    assert run_cli("sft", cfg, *args)[0] == 0
     run = tmp_path / "runs" / "sft-test"
     (run / "DONE").unlink()  # as if it had been killed after its checkpoint at step 1
-    planted = run / "checkpoints" / "step_0000001" / "optimizer.pt"
+    planted = run / "checkpoints" / "step-00000001" / "optimizer.pt"
     marker = tmp_path / "code-ran"
     torch.save({"state": _Planted(str(marker))}, planted)
+    if manifest == "rewritten":
+        data = json.loads((planted.parent / ckpt.MANIFEST).read_text())
+        data["files"]["optimizer.pt"] = {"sha256": ckpt._sha256(planted), "size": planted.stat().st_size}
+        (planted.parent / ckpt.MANIFEST).write_text(json.dumps(data))
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # an environment that forces unsafe loads
-    code, _, err = run_cli("sft", cfg, "-q", "train.steps=2", "train.save_every=1", "data.max_rows=16", "--resume")
-    lines = err.strip().splitlines()
+    code, _, err = run_cli("sft", cfg, *args, "--resume")
     assert not marker.exists()
+    if manifest == "left":
+        assert code == 0, err
+        log = (run / "run.log").read_text()
+        assert "checkpoint step-00000001 is corrupt or partial (optimizer.pt " in log
+        assert "resuming after step 0" in log and (run / "DONE").exists()
+        return
+    lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and f"{planted}: cannot load the checkpoint's optimizer state" in lines[0], err
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mmalign.training.schedule import make_scheduler
+from mmalign.training.schedule import make_scheduler, optimizer_step
 
 
 def align_factor(schedule: str, warmup: int, total: int, step: int) -> float:
@@ -92,3 +92,15 @@ def test_an_unknown_schedule_is_refused():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match="unknown schedule 'cosinus'"):
         make_scheduler(opt, "cosinus", warmup_steps=0, total_steps=3)
+
+
+def test_optimizer_step_trains_at_the_scheduled_rate_then_advances_it():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = make_scheduler(opt, "constant", warmup_steps=4, total_steps=8)
+    used = []
+    for _ in range(3):
+        p.grad = torch.ones(1)
+        used.append(optimizer_step(opt, sched))
+        assert p.grad is None
+    assert used == [0.25, 0.5, 0.75] and float(p) == -1.5 and opt.param_groups[0]["lr"] == 1.0

@@ -3,6 +3,8 @@
 Text, vision-language and audio-language policies of any tier implement it; CTRL, best-of-N
 decoding and the evaluators never branch on modality. (Agreed interface: the policies engineer
 implements it; the CTRL, rewards, MMLU and multimodal code is written against it.)
+:class:`ScoringPolicy` is its scoring part (token ids in, log-probs and logits out), the one
+interface MMLU and export verification use; exported ONNX / GGUF models implement only that.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ class Prompt:
 
     text: str
     media: list[Any] = field(default_factory=list)  # image/audio/video items for multimodal policies
+
+
+@dataclass
+class TokenPrompt(Prompt):
+    """A prompt given as token ids (any chat template already applied): ``encode`` and ``sample``
+    use the ids as they are, so two models can be compared on exactly the same tokens."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
 
 
 def as_prompt(p: str | Prompt) -> Prompt:
@@ -62,6 +73,63 @@ class Samples(SequenceBatch):
     texts: list[str] = field(default_factory=list)  # decoded responses
     finish_reasons: list[str] = field(default_factory=list)  # "eos" | "stop" | "length"
     n: int = 1
+
+
+@dataclass
+class ContinuationScores:
+    """What :meth:`ScoringPolicy.score_continuations` returns, one entry per (context, continuation)."""
+
+    logprobs: list[float]  # summed log-prob of the continuation's tokens given the context
+    greedy: list[bool]  # every continuation token is the argmax at its position (lm-eval's is_greedy)
+    stats: dict[str, int] = field(default_factory=dict)  # rows, inputs, forward_tokens, prefix_tokens, ...
+
+
+@runtime_checkable
+class ScoringPolicy(Protocol):
+    """The scoring part of a policy: what MMLU and export verification use, and all an exported
+    model (ONNX, GGUF; :mod:`mmalign.models.exported`) implements. Token ids go in, log-probs
+    and logits come out; nobody outside ``models/`` sees a tokenizer or a model object."""
+
+    device: torch.device
+    max_length: int  # the model window as lm-eval resolves it (config, then tokenizer, then 2048)
+    prefix_token_id: int  # the token an empty context starts from (BOS, else EOS), as lm-eval
+    pad_token_id: int
+
+    def tokenize(self, text: str, *, add_special_tokens: bool | None = None) -> list[int]:
+        """Token ids of plain text (no chat template). ``None`` keeps the tokenizer's own
+        special-token behaviour, except that a text already starting with the BOS text gets no
+        second one (lm-eval's ``tok_encode``); ``True`` / ``False`` force it."""
+        ...
+
+    def encode(self, prompts: Sequence[str | Prompt], responses: Sequence[str]) -> SequenceBatch:
+        ...
+
+    def batch_from_ids(self, prompts: Sequence[str | Prompt], prompt_ids: Sequence[Sequence[int]],
+                       response_ids: Sequence[Sequence[int]]) -> SequenceBatch:
+        """A SequenceBatch from already tokenised rows (prompts left-padded, responses right-padded)."""
+        ...
+
+    def score(self, batch: SequenceBatch, *, temperature: float = 1.0) -> torch.Tensor:
+        ...
+
+    def logits(self, batch: SequenceBatch) -> torch.Tensor:
+        """Logits [R, T, V] at the positions that predict each response token."""
+        ...
+
+    def score_continuations(self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                            *, batch_size: int = 16, shared_prefix: bool = True) -> ContinuationScores:
+        """Summed log-prob of each continuation after its context (token ids; the model input is
+        ``context + continuation[:-1]``), with the work shared where an adapter can: rows with the
+        same input share a forward pass, and the token prefix common to many rows runs once with
+        its KV cache reused (``shared_prefix=False`` turns that off)."""
+        ...
+
+    def sample(self, prompts: Sequence[str | Prompt], n: int = 1, *, max_new_tokens: int = 32,
+               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
+               stop: Sequence[str] = (), generator: torch.Generator | None = None,
+               ignore_eos: bool = False) -> Samples:
+        """As :meth:`Policy.sample`; ``ignore_eos`` decodes all ``max_new_tokens`` past EOS."""
+        ...
 
 
 @runtime_checkable

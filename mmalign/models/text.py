@@ -23,7 +23,17 @@ import torch
 
 from mmalign.config.schemas.sft import TRAINABLE_SCOPES
 from mmalign.errors import ConfigError, UserError
-from mmalign.models.policy import Prompt, Samples, SequenceBatch, as_prompt
+from mmalign.models.continuations import PrefixCheck, score_continuations
+from mmalign.models.eval_tokens import model_window, prefix_token_id, tok_encode
+from mmalign.models.hf_prefix import HFPrefixRuntime
+from mmalign.models.policy import (
+    ContinuationScores,
+    Prompt,
+    Samples,
+    SequenceBatch,
+    TokenPrompt,
+    as_prompt,
+)
 from mmalign.models.sampler import positions_from_mask, sample_shared_prefix
 
 log = logging.getLogger(__name__)
@@ -51,6 +61,7 @@ class TextPolicy:
         self.adapters_disabled = False
         self._reference: TextPolicy | None = None
         self._prepared: torch.nn.Module | None = None  # the accelerate-wrapped model (prepare)
+        self._prefix_check = PrefixCheck()  # score_continuations' one-time cache check
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -106,7 +117,9 @@ class TextPolicy:
             p = as_prompt(raw)
             if p.media:
                 raise UserError(f"prompt {i} has media items; a text policy cannot take them")
-            if chat:
+            if isinstance(p, TokenPrompt):
+                ids = list(p.token_ids)
+            elif chat:
                 text = self.tokenizer.apply_chat_template([{"role": "user", "content": p.text}],
                                                           add_generation_prompt=True, tokenize=False)
                 ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -277,14 +290,45 @@ class TextPolicy:
         logp = logits.log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
         return logp * batch.response_mask.to(logp.device)
 
+    # ----------------------------------------------------------------- scoring interface
+    # (the ScoringPolicy protocol, shared with the exported adapters: MMLU and export verification)
+    @property
+    def max_length(self) -> int:
+        """The model window as lm-eval resolves it (config, then tokenizer, then 2048)."""
+        return model_window(getattr(self.model, "config", None), self.tokenizer)
+
+    @property
+    def prefix_token_id(self) -> int:
+        """The token an empty context starts from: BOS, else EOS."""
+        return int(prefix_token_id(self.tokenizer))
+
+    def tokenize(self, text: str, *, add_special_tokens: bool | None = None) -> list[int]:
+        """Token ids of plain text, as lm-eval's ``tok_encode`` (no chat template)."""
+        return tok_encode(self.tokenizer, text, add_special_tokens)
+
+    def score_continuations(self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                            *, batch_size: int = 16, shared_prefix: bool = True) -> ContinuationScores:
+        """Summed continuation log-probs (:func:`mmalign.models.continuations.score_continuations`):
+        shared inputs, longest-first batches, and each group's common token prefix run once with its
+        KV cache reused; never differentiable, in eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._context(), torch.no_grad():
+                return score_continuations(HFPrefixRuntime(self.model, self.pad_token_id), contexts, continuations,
+                                           batch_size=batch_size, shared_prefix=shared_prefix,
+                                           check=self._prefix_check)
+        finally:
+            self.model.train(was_training)
+
     # ----------------------------------------------------------------- sampling
     def sample(self, prompts: Sequence[str | Prompt], n: int = 1, *, max_new_tokens: int = 32,
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
                stop: Sequence[str] = (), generator: torch.Generator | None = None,
-               response_prefix: Sequence[Sequence[int]] | None = None) -> Samples:
+               response_prefix: Sequence[Sequence[int]] | None = None, ignore_eos: bool = False) -> Samples:
         """Sample ``n`` continuations per prompt: one prefill per prompt, its KV cache shared by all
         ``n`` rows. ``response_prefix`` (token ids per prompt) continues partial responses; the
-        returned responses then exclude the prefix."""
+        returned responses then exclude the prefix. ``ignore_eos`` decodes ``max_new_tokens`` past EOS."""
         if n < 1:
             raise UserError(f"n must be >= 1, got {n}")
         if max_new_tokens < 1:
@@ -315,9 +359,9 @@ class TextPolicy:
             with self._context(), torch.no_grad():
                 out = sample_shared_prefix(
                     self.model, {"input_ids": ids}, mask, n=n, max_new_tokens=max_new_tokens,
-                    eos_ids=self.eos_ids, pad_id=self.tokenizer.pad_token_id, temperature=temperature,
-                    top_p=top_p, top_k=top_k, greedy=greedy, stop_check=stop_check if stop else None,
-                    generator=generator)
+                    eos_ids=set() if ignore_eos else self.eos_ids, pad_id=self.tokenizer.pad_token_id,
+                    temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
+                    stop_check=stop_check if stop else None, generator=generator)
         finally:
             self.model.train(was_training)
         texts = []

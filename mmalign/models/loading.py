@@ -21,6 +21,7 @@ from typing import Any
 
 from mmalign.config.schemas.model import LoraConfig, ModelConfig
 from mmalign.errors import UserError
+from mmalign.models.exported import export_directory, load_exported_policy
 from mmalign.models.gguf_source import is_gguf_file, load_gguf_model, load_gguf_tokenizer
 from mmalign.models.hub import check_hub_id
 from mmalign.models.text import META_FILE, TextPolicy
@@ -208,16 +209,19 @@ def load_media_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: 
 
 # The checkpoint's recorded kind (``mmalign_policy.json``'s ``kind``, or what its config.json says)
 # -> the loader of that adapter. A new adapter family registers its kind here.
-POLICY_LOADERS: dict[str, Callable[..., TextPolicy]] = {
+POLICY_LOADERS: dict[str, Callable[..., Any]] = {
     "text": load_text_policy,
     "multimodal": load_media_policy,
     "native_vlm": load_media_policy,
+    "exported": load_exported_policy,  # an ONNX / GGUF `mmalign export` directory: score and sample only
 }
 
 
 def policy_kind(path: str, key: str = "model.path") -> str:
-    """The kind of the checkpoint at ``path``: what a local directory records, else ``text``
-    (a hub id or a GGUF file)."""
+    """The kind of the checkpoint at ``path``: ``exported`` for an ONNX / GGUF export (directory or
+    ``.onnx``), what a local directory records, else ``text`` (a hub id or a GGUF file)."""
+    if export_directory(path) is not None:
+        return "exported"
     if not Path(path).is_dir():
         return "text"
     from mmalign.models.multimodal_loading import checkpoint_kind

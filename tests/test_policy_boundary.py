@@ -3,8 +3,8 @@
 (``train``/``eval``/``training``, ``freeze``, ``decode``, ``vocabulary``, ``check_prompts``, ...).
 
 A policy is recognised by its variable name (``policy``, ``reference``, ``student``, ``teacher``,
-``*_policy``, ...), read from the AST of every module. The files below still reach inside and are
-being reworked elsewhere; the list may only shrink.
+``*_policy``, ...), read from the AST of every module. There are no exceptions: MMLU and export
+verification score through the Policy's scoring interface like everyone else.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mmalign"
 POLICY_NAME = re.compile(r"^(policy|reference|ref|ref_policy|pol|student|teacher|mm_policy|.*_policy)$")
 INTERNALS = {"model", "tokenizer", "encode_prompts"}
-STILL_REACHING_IN = {
-    "evaluation/mmlu/backends.py",  # the MMLU Backend, to be folded into the Policy's scoring
-}
 
 
 def _owner(node: ast.expr) -> str | None:
@@ -45,14 +42,8 @@ def reaches(root: Path = PACKAGE) -> list[str]:
 
 
 def test_no_caller_outside_models_reads_policy_internals():
-    bad = [r for r in reaches() if r.split(":")[0] not in STILL_REACHING_IN]
+    bad = reaches()
     assert not bad, "use the Policy hooks instead of:\n" + "\n".join(bad)
-
-
-def test_the_exceptions_still_exist():
-    """An exception that no longer reaches in comes off the list."""
-    files = {r.split(":")[0] for r in reaches()}
-    assert STILL_REACHING_IN <= files, STILL_REACHING_IN - files
 
 
 def test_the_check_sees_a_reach(tmp_path):

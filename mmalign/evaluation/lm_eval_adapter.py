@@ -4,10 +4,11 @@
     lm_eval.simple_evaluate(model="mmalign", model_args="pretrained=CKPT_DIR", tasks=[...])
     lm_eval.simple_evaluate(model=MMAlignLM(policy=my_policy), tasks=[...])
 
-``loglikelihood`` uses the same lm-eval-exact tokenisation and the fast backend of
-:mod:`mmalign.evaluation.mmlu.backends` (shared inputs, longest-first batches, prefix KV cache);
-``loglikelihood_rolling`` uses lm-eval's disjoint rolling windows; ``generate_until`` greedy-decodes
-through ``policy.sample`` (or ``model.generate``) and cuts at the stop strings.
+Everything goes through the policy's scoring interface (:class:`~mmalign.models.policy.ScoringPolicy`;
+a path is loaded by the policy factory, so exports work too): ``loglikelihood`` uses lm-eval's
+tokenisation (``policy.tokenize``) and ``policy.score_continuations`` (shared inputs, longest-first
+batches, prefix KV cache); ``loglikelihood_rolling`` uses lm-eval's disjoint rolling windows;
+``generate_until`` greedy-decodes through ``policy.sample`` and cuts at the stop strings.
 Needs the optional ``eval`` extra (``pip install mmalign[eval]``).
 """
 
@@ -22,8 +23,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the lm-eval adapter needs lm-eval: pip install 'mmalign[eval]'") from exc
 
-from mmalign.evaluation.mmlu.backends import HFBackend, open_backend
 from mmalign.evaluation.mmlu.tokens import encode_pair, make_row
+from mmalign.models.policy import TokenPrompt
 
 
 @register_model("mmalign")
@@ -36,43 +37,45 @@ class MMAlignLM(LM):
         super().__init__()
         if (pretrained is None) == (policy is None):
             raise ValueError("give exactly one of pretrained= or policy=")
+        if policy is None:
+            from mmalign.models.loading import load_policy
+
+            policy = load_policy(pretrained, device=device or "cpu", dtype=dtype, chat_template="off")
         self.policy = policy
-        self.backend = open_backend(policy if policy is not None else pretrained, dtype=dtype, device=device or "cpu",
-                                    prefix_cache=_bool(prefix_cache), add_bos_token=_bool(add_bos_token))
+        self.shared_prefix = _bool(prefix_cache) is not False
+        self.add_bos_token = _bool(add_bos_token)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
         self.max_gen_toks = int(max_gen_toks)
-        tok = getattr(self.backend, "tokenizer", None) or getattr(policy, "tokenizer", None)
-        self.tokenizer = tok
-        self.prefix_token_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.prefix_token_id = policy.prefix_token_id
+
+    def _encode(self, text: str) -> list[int]:
+        return self.policy.tokenize(text, add_special_tokens=self.add_bos_token)
 
     def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        rows = [make_row(ctx, cont, self.backend.max_length) for ctx, cont in pairs]
-        greedy: list[bool] = [False] * len(rows)
-        if isinstance(self.backend, HFBackend):
-            scores = self.backend.score_rows(rows, self.batch_size, greedy=greedy)
-        else:
-            scores = self.backend.score_rows(rows, self.batch_size)
-        return list(zip(scores, greedy))
+        rows = [make_row(ctx, cont, self.policy.max_length) for ctx, cont in pairs]
+        scored = self.policy.score_continuations([r.context for r in rows], [r.cont for r in rows],
+                                                 batch_size=self.batch_size, shared_prefix=self.shared_prefix)
+        return list(zip(scored.logprobs, scored.greedy))
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = []
         for context, continuation in (r.args for r in requests):
             if context == "":
-                cont = self.backend.encode(continuation)
+                cont = self._encode(continuation)
                 if cont and cont[0] == self.prefix_token_id:
                     pairs.append((cont[:1], cont[1:]))
                 else:
                     pairs.append(([self.prefix_token_id], cont))
             else:
-                pairs.append(encode_pair(self.backend.encode, context, continuation))
+                pairs.append(encode_pair(self._encode, context, continuation))
         return self._score(pairs)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         out = []
         for (text,) in (r.args for r in requests):
             windows = [lm_utils.make_disjoint_window(w) for w in lm_utils.get_rolling_token_windows(
-                token_list=self.backend.encode(text), prefix_token=self.prefix_token_id,
-                max_seq_len=self.backend.max_length, context_len=1)]
+                token_list=self._encode(text), prefix_token=self.prefix_token_id,
+                max_seq_len=self.policy.max_length, context_len=1)]
             out.append(sum(score for score, _ in self._score([(list(c), list(t)) for c, t in windows])))
         return out
 
@@ -91,16 +94,8 @@ class MMAlignLM(LM):
         return out
 
     def _greedy(self, context: str, max_new_tokens: int, stop: list[str]) -> str:
-        if self.policy is not None and hasattr(self.policy, "sample"):
-            return self.policy.sample([context], n=1, max_new_tokens=max_new_tokens, greedy=True, stop=stop).texts[0]
-        import torch
-
-        model, tok = self.backend.model, self.backend.tokenizer
-        ids = torch.tensor([self.backend.encode(context)], device=self.backend.device)
-        with torch.no_grad():
-            gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        return tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+        prompt = TokenPrompt(token_ids=self._encode(context))  # lm-eval's tok_encode, no chat template
+        return self.policy.sample([prompt], n=1, max_new_tokens=max_new_tokens, greedy=True, stop=stop).texts[0]
 
 
 def _bool(value: Any) -> bool | None:

@@ -7,7 +7,8 @@ dataset (5 subjects x ``--test`` questions) in a scratch directory, then runs
 
 * ``lm_eval.simple_evaluate(model="hf", model_args="pretrained=DIR,dtype=float32,device=cpu")`` on
   local task files (offline), and
-* ``mmalign``'s scorer (HF backend: shared one-token choices, batched, few-shot prefix KV cache),
+* ``mmalign``'s scorer through the policy factory's text adapter (``load_policy``, then
+  ``score_continuations``: shared one-token choices, batched, few-shot prefix KV cache),
 
 with the same batch size, and prints both wall times (model loading included), the ratio, both
 accuracies and whether every per-question prediction agrees.
@@ -30,7 +31,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from make_mmlu_sample import write_sample  # noqa: E402
 
-from mmalign.evaluation.mmlu.backends import HFBackend  # noqa: E402
 from mmalign.evaluation.mmlu.data import load_mmlu  # noqa: E402
 from mmalign.evaluation.mmlu.lm_eval_tasks import (  # noqa: E402
     lm_eval_predictions,
@@ -38,6 +38,7 @@ from mmalign.evaluation.mmlu.lm_eval_tasks import (  # noqa: E402
     write_lm_eval_tasks,
 )
 from mmalign.evaluation.mmlu.scorer import score_loglik  # noqa: E402
+from mmalign.models.loading import load_policy  # noqa: E402
 from mmalign.models.toy import SAMPLE_TEXT, build_tiny_llama  # noqa: E402
 from mmalign.utils.progress import set_quiet  # noqa: E402
 
@@ -75,8 +76,9 @@ def main() -> None:
     t_ref = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    backend = HFBackend.from_pretrained(model_dir)
-    ours = score_loglik(backend, data, subjects, shots=args.shots, batch_size=args.batch_size)
+    policy = load_policy(model_dir, device="cpu", dtype="float32")
+    stats: dict[str, int] = {}
+    ours = score_loglik(policy, data, subjects, shots=args.shots, batch_size=args.batch_size, stats=stats)
     t_ours = time.perf_counter() - t0
 
     ref_preds = [p[0] for t in tasks for p in lm_eval_predictions(ref, t)]
@@ -87,7 +89,7 @@ def main() -> None:
     print(f"lm-eval hf : {t_ref:8.2f} s   acc {acc_ref:.4f}")
     print(f"mmalign    : {t_ours:8.2f} s   acc {acc_ours:.4f}")
     print(f"speed-up   : {t_ref / t_ours:8.2f}x   identical predictions: {ref_preds == our_preds}")
-    print(f"forward tokens {backend.stats['forward_tokens']} + prefix {backend.stats['prefix_tokens']}")
+    print(f"forward tokens {stats['forward_tokens']} + prefix {stats['prefix_tokens']}")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@ import pytest
 
 lm_eval = pytest.importorskip("lm_eval")
 
-from mmalign.evaluation.mmlu.backends import HFBackend  # noqa: E402
 from mmalign.evaluation.mmlu.data import load_mmlu, sample_dir  # noqa: E402
 from mmalign.evaluation.mmlu.lm_eval_tasks import lm_eval_predictions, write_lm_eval_tasks  # noqa: E402
 from mmalign.evaluation.mmlu.scorer import score_loglik  # noqa: E402
+from mmalign.models.loading import load_policy  # noqa: E402
 
 
 def test_adapter_runs_lm_eval_tasks_like_our_scorer(tiny_llama_dir, tmp_path):
@@ -25,7 +25,7 @@ def test_adapter_runs_lm_eval_tasks_like_our_scorer(tiny_llama_dir, tmp_path):
     res = lm_eval.simple_evaluate(model="mmalign", model_args=f"pretrained={tiny_llama_dir},batch_size=8", tasks=tasks,
                                   num_fewshot=0, limit=6, bootstrap_iters=0, log_samples=True,
                                   task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False))
-    ours = score_loglik(HFBackend.from_pretrained(tiny_llama_dir), data, subjects, shots=0, limit=6)
+    ours = score_loglik(load_policy(tiny_llama_dir, device="cpu", dtype="float32"), data, subjects, shots=0, limit=6)
     for subject, task in zip(subjects, tasks):
         assert [r.pred for r in ours[subject]] == [p[0] for p in lm_eval_predictions(res, task)]
         assert res["results"][task]["acc,none"] == sum(r.acc for r in ours[subject]) / 6

@@ -7,12 +7,12 @@ import re
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from mmalign.config import load_config
 from mmalign.config.schemas.mmlu import MMLUEvalConfig
 from mmalign.evaluation.mmlu.cot import NEVER, RoutedItem, extract_answer, route, tune_tau, vote
 from mmalign.evaluation.mmlu.run import run_mmlu
+from mmalign.models.policy import ContinuationScores
 
 A, B, C, D = 0, 1, 2, 3
 
@@ -56,27 +56,29 @@ class CharTokenizer:
 
 
 class ScriptedPolicy:
-    """A test double of a model: the greedy letter and the CoT samples of each item are scripted."""
+    """A test double of a model behind the scoring interface: the greedy letter and the CoT
+    samples of each item are scripted."""
+
+    max_length = 2048
 
     def __init__(self, script):
         self.script = script  # item id -> (greedy letter index, [CoT answers or None])
-        self.tokenizer = CharTokenizer()
-        self.device = torch.device("cpu")
+        self.chars = CharTokenizer()
         self.sampled = []
 
     def _item(self, text):
         return re.findall(r"Item (\w+):", text)[-1]
 
-    def score(self, batch, temperature=1.0):
-        out = torch.zeros(batch.response_ids.shape)
-        for r in range(batch.response_ids.shape[0]):
-            prompt = self.tokenizer.decode(batch.prompt_ids[r][batch.prompt_mask[r] > 0].tolist())
-            greedy = self.script[self._item(prompt)][0]
-            for t, tok in enumerate(batch.response_ids[r].tolist()):
-                ch = self.tokenizer.decode([tok])
-                if batch.response_mask[r, t] and ch in "ABCD":
-                    out[r, t] = -0.1 if "ABCD".index(ch) == greedy else -3.0
-        return out
+    def tokenize(self, text, *, add_special_tokens=None):
+        return self.chars.encode(text)
+
+    def score_continuations(self, contexts, continuations, *, batch_size=16, shared_prefix=True):
+        lls = []
+        for ctx, cont in zip(contexts, continuations):
+            greedy = self.script[self._item(self.chars.decode(ctx))][0]
+            letter = self.chars.decode(cont).strip()
+            lls.append(-0.1 if "ABCD".index(letter) == greedy else -3.0)
+        return ContinuationScores(lls, [False] * len(lls))
 
     def sample(self, prompts, n=1, *, max_new_tokens=32, temperature=1.0, top_p=1.0, **kw):
         texts = []

@@ -86,29 +86,9 @@ def tune_tau(items: Sequence[RoutedItem], k: int) -> tuple[float, list[dict[str,
     return best["tau"], grid
 
 
-def sample_texts(generator: Any, prompts: Sequence[str], k: int, *, max_new_tokens: int, temperature: float,
+def sample_texts(policy: Any, prompts: Sequence[str], k: int, *, max_new_tokens: int, temperature: float,
                  top_p: float) -> list[list[str]]:
-    """k sampled continuations per prompt from a Policy (``.sample``) or a Hugging Face model."""
-    if hasattr(generator, "sample"):
-        out = generator.sample(list(prompts), n=k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-        texts = list(out.texts)
-        return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
-    return _hf_sample(generator.model, generator.tokenizer, prompts, k, max_new_tokens=max_new_tokens,
-                      temperature=temperature, top_p=top_p)
-
-
-def _hf_sample(model: Any, tokenizer: Any, prompts: Sequence[str], k: int, *, max_new_tokens: int,
-               temperature: float, top_p: float) -> list[list[str]]:
-    import torch
-
-    out = []
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for prompt in prompts:
-        ids = torch.tensor([tokenizer.encode(prompt)], device=device)
-        with torch.no_grad():
-            gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
-                                 top_p=top_p, max_new_tokens=max_new_tokens, num_return_sequences=k,
-                                 pad_token_id=pad)
-        out.append([tokenizer.decode(g[ids.shape[1]:], skip_special_tokens=True) for g in gen])
-    return out
+    """k sampled continuations per prompt from a policy's ``sample`` (any adapter)."""
+    out = policy.sample(list(prompts), n=k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    texts = list(out.texts)
+    return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]

@@ -2,7 +2,10 @@
 
 ``loglik`` is lm-eval's k-shot log-likelihood scoring; ``cot`` is CoT@k majority vote; ``ur-cot`` is
 Gemini's uncertainty-routed CoT@k (see :mod:`mmalign.evaluation.mmlu.cot`). With ``compare`` the
-same evaluation runs on a second model and the per-question differences are reported.
+same evaluation runs on a second model and the per-question differences are reported. A model is
+a path (loaded by the policy factory, :func:`mmalign.models.loading.load_policy`: a checkpoint, a
+LoRA adapter, an ONNX / GGUF export, a ``.gguf`` file) or a loaded policy; either way it is scored
+and sampled through the Policy's scoring interface only.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from typing import Any
 
 import torch
 
-from mmalign.errors import DataError, UserError
-from mmalign.evaluation.mmlu.backends import Backend, HFBackend, open_backend
+from mmalign.errors import DataError
 from mmalign.evaluation.mmlu.cot import (
     RoutedItem,
     extract_answer,
@@ -52,12 +54,12 @@ def _records(results: dict[str, list[QuestionResult]]) -> dict[str, list[dict[st
             for s, rs in results.items()}
 
 
-def _cot_answers(generator: Any, data: MMLUData, split: str, subjects: list[str], limit: int | None, cfg: Any,
+def _cot_answers(policy: Any, data: MMLUData, split: str, subjects: list[str], limit: int | None, cfg: Any,
                  desc: str) -> dict[str, list[dict[str, Any]]]:
     out = {}
     for subject in progress(subjects, desc=desc):
         qs = data.get(split, subject)[:limit] if limit else data.get(split, subject)
-        texts = sample_texts(generator, [cot_prompt(q) for q in qs], cfg.k, max_new_tokens=cfg.max_new_tokens,
+        texts = sample_texts(policy, [cot_prompt(q) for q in qs], cfg.k, max_new_tokens=cfg.max_new_tokens,
                              temperature=cfg.temperature, top_p=cfg.top_p)
         rows = []
         for ts in texts:
@@ -68,30 +70,38 @@ def _cot_answers(generator: Any, data: MMLUData, split: str, subjects: list[str]
     return out
 
 
-def evaluate_model(model: Any, cfg: Any, data: MMLUData, subjects: list[str], *, label: str = "") -> ModelEval:
-    """Evaluate ``model`` (a path or a loaded Policy) per ``cfg`` on ``subjects``."""
-    start = time.perf_counter()
+def open_model(model: Any, cfg: Any, key: str = "model") -> Any:
+    """``model`` itself if it is a loaded policy, else the policy the factory loads from the path
+    (device and dtype from ``cfg.run``, ``auto`` dtype meaning float32 as lm-eval; prompts as raw
+    text, lm-eval's convention, so no chat template)."""
+    if not isinstance(model, (str, Path)):
+        return model
+    from mmalign.models.loading import load_policy
+
     device = cfg.run.device if cfg.run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = cfg.run.dtype if cfg.run.dtype != "auto" else "float32"
-    backend: Backend = open_backend(model, dtype=dtype, device=device, prefix_cache=cfg.prefix_cache,
-                                    add_bos_token=cfg.add_bos_token)
+    return load_policy(str(model), device=device, dtype=dtype, chat_template="off", key=key)
+
+
+def evaluate_model(model: Any, cfg: Any, data: MMLUData, subjects: list[str], *, label: str = "",
+                   key: str = "model") -> ModelEval:
+    """Evaluate ``model`` (a path or a loaded policy) per ``cfg`` on ``subjects``."""
+    start = time.perf_counter()
+    policy = open_model(model, cfg, key)
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
-    greedy = score_loglik(backend, data, subjects, shots=cfg.shots, split=cfg.split, limit=cfg.limit,
-                          batch_size=cfg.batch_size, desc=f"mmlu {label}".strip())
+    stats: dict[str, int] = {}
+    greedy = score_loglik(policy, data, subjects, shots=cfg.shots, split=cfg.split, limit=cfg.limit,
+                          batch_size=cfg.batch_size, desc=f"mmlu {label}".strip(), shared_prefix=cfg.prefix_cache,
+                          add_bos_token=cfg.add_bos_token, stats=stats)
     records = _records(greedy)
-    extra: dict[str, Any] = {"backend": backend.name, "max_length": backend.max_length}
-    if isinstance(backend, HFBackend):
-        extra["backend_stats"] = dict(backend.stats)
+    extra: dict[str, Any] = {"max_length": policy.max_length, "scoring_stats": stats}
     metrics = ("acc", "acc_norm")
     if cfg.mode != "loglik":
-        generator = model if not isinstance(model, (str, Path)) else backend
-        if not hasattr(generator, "sample") and not isinstance(generator, HFBackend):
-            raise UserError(f"{name}: --mode {cfg.mode} needs a model that can generate (a checkpoint directory or a Policy)")
         torch.manual_seed(cfg.run.seed)
-        cot = _cot_answers(generator, data, cfg.split, subjects, cfg.limit, cfg.cot, f"cot@{cfg.cot.k} {label}".strip())
+        cot = _cot_answers(policy, data, cfg.split, subjects, cfg.limit, cfg.cot, f"cot@{cfg.cot.k} {label}".strip())
         tau = cfg.cot.tau
         if cfg.mode == "ur-cot" and tau is None:
-            tau, grid = _tune(backend, generator, data, subjects, cfg)
+            tau, grid = _tune(policy, data, subjects, cfg)
             extra["tau_grid"] = grid
         extra.update({"k": cfg.cot.k, "tau": tau, "temperature": cfg.cot.temperature})
         used = 0
@@ -121,11 +131,11 @@ def _check_tune_split(data: MMLUData, subjects: list[str], cfg: Any) -> None:
                         f"which subject '{missing[0]}' lacks (or set cot.tau)")
 
 
-def _tune(backend: Backend, generator: Any, data: MMLUData, subjects: list[str], cfg: Any) -> tuple[float, list]:
+def _tune(policy: Any, data: MMLUData, subjects: list[str], cfg: Any) -> tuple[float, list]:
     split = cfg.cot.tune_split
-    greedy = score_loglik(backend, data, subjects, shots=cfg.shots, split=split, batch_size=cfg.batch_size,
-                          desc=f"mmlu {split}")
-    cot = _cot_answers(generator, data, split, subjects, None, cfg.cot, f"cot@{cfg.cot.k} {split}")
+    greedy = score_loglik(policy, data, subjects, shots=cfg.shots, split=split, batch_size=cfg.batch_size,
+                          desc=f"mmlu {split}", shared_prefix=cfg.prefix_cache, add_bos_token=cfg.add_bos_token)
+    cot = _cot_answers(policy, data, split, subjects, None, cfg.cot, f"cot@{cfg.cot.k} {split}")
     items = [RoutedItem(r.pred, c["answers"], r.answer) for s in subjects for r, c in zip(greedy[s], cot[s])]
     return tune_tau(items, cfg.cot.k)
 
@@ -142,7 +152,8 @@ def run_mmlu(cfg: Any, policy: Any = None, compare_policy: Any = None) -> dict[s
                               "seconds": round(before.seconds, 3)}
     evals = [before]
     if cfg.compare or compare_policy is not None:
-        after = evaluate_model(compare_policy if compare_policy is not None else cfg.compare, cfg, data, subjects, label="after")
+        after = evaluate_model(compare_policy if compare_policy is not None else cfg.compare, cfg, data, subjects,
+                               label="after", key="compare")
         evals.append(after)
         result["compare"] = compare(before, after, bootstrap=cfg.bootstrap, seed=cfg.run.seed)
     if cfg.out:

@@ -1,43 +1,30 @@
-"""lm-eval's tokenisation of (context, continuation) pairs, reproduced exactly.
+"""lm-eval's (context, continuation) pairs, reproduced exactly on a scoring policy's token ids.
 
-``HFLM.tok_encode``: ``tokenizer.encode(text)`` with the tokenizer's own special-token behaviour,
-except that a string already starting with the BOS text is encoded without special tokens
-(``add_bos_token`` forces it either way). ``LM._encode_pair``: trailing whitespace of the context
-moves to the continuation; the pair is encoded whole and the continuation is the tail after
-``len(tok_encode(context))`` tokens. The model input is ``(context + continuation)[-(L+1):][:-1]``
-for a maximum length ``L`` and the continuation is scored at the last ``len(continuation)`` positions.
+``LM._encode_pair``: trailing whitespace of the context moves to the continuation; the pair is
+encoded whole and the continuation is the tail after ``len(encode(context))`` tokens (``encode``
+is the policy's ``tokenize``, lm-eval's ``tok_encode``). The model input is
+``(context + continuation)[-(L+1):][:-1]`` for a maximum length ``L``, scored at the last
+``len(continuation)`` positions: a :class:`Row` keeps the context cut on the left to that window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
 class Row:
-    """One model input and the continuation it scores at its last ``len(cont)`` positions."""
+    """One continuation and the (left-truncated) context it is scored after."""
 
-    input_ids: tuple[int, ...]
+    context: tuple[int, ...]
     cont: tuple[int, ...]
     truncated: bool = False  # the context was cut on the left to fit the model
 
-
-def hf_encoder(tokenizer: Any, add_bos_token: bool | None = None) -> Callable[[str], list[int]]:
-    """``HFLM.tok_encode`` for ``tokenizer`` (a Hugging Face tokenizer)."""
-    prefix_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    bos_text = tokenizer.decode(prefix_id) if prefix_id is not None else None
-
-    def encode(text: str) -> list[int]:
-        kwargs: dict[str, bool] = {}
-        if add_bos_token is not None:
-            kwargs["add_special_tokens"] = add_bos_token
-        elif bos_text and text.startswith(bos_text):
-            kwargs["add_special_tokens"] = False
-        return list(tokenizer.encode(text, **kwargs))
-
-    return encode
+    @property
+    def input_ids(self) -> tuple[int, ...]:
+        """What the model is fed: the context and all continuation tokens but the last."""
+        return self.context + self.cont[:-1]
 
 
 def encode_pair(encode: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -52,8 +39,11 @@ def encode_pair(encode: Callable[[str], list[int]], context: str, continuation: 
 
 
 def make_row(ctx: list[int], cont: list[int], max_length: int) -> Row:
-    """The input lm-eval feeds the model for (ctx, cont), left-truncated to ``max_length``."""
+    """The (context, continuation) lm-eval scores for ``ctx`` + ``cont``, the context left-truncated
+    so that the model input fits ``max_length``."""
     if not cont:
         raise ValueError("empty continuation after tokenisation")
-    seq = (ctx + cont)[-(max_length + 1):][:-1]
-    return Row(tuple(seq), tuple(cont), len(ctx) + len(cont) > max_length + 1)
+    if len(cont) > max_length:
+        raise ValueError(f"a {len(cont)}-token continuation does not fit the {max_length}-token window")
+    seq = (ctx + cont)[-(max_length + 1):]
+    return Row(tuple(seq[:len(seq) - len(cont)]), tuple(cont), len(ctx) + len(cont) > max_length + 1)

@@ -98,28 +98,29 @@ def _export_gguf(model: Any, ckpt: Checkpoint, quant: str, out: Path) -> str:
     return name
 
 
-def _exported_runner(fmt: str, quant: str, out: Path, manifest: Manifest):
-    from mmalign.export.verify import (
-        GGUFRunner,
-        LlamaCppRunner,
-        OnnxRunner,
-        TorchRunner,
-        llama_cpp_available,
-    )
+def _exported_policy(fmt: str, quant: str, out: Path) -> tuple[Any, str]:
+    """The export at ``out`` as a policy, through the factory (ONNX: onnxruntime; GGUF: llama.cpp
+    when installed, else the NumPy runner), and the runtime's name for the report."""
+    if fmt == "bnb":
+        from mmalign.export.bnb_export import load_bnb
 
-    if fmt == "onnx":
-        from mmalign.edge.onnx_lm import OnnxLM
+        return _source_policy(load_bnb(out), out), f"pytorch-bnb-{quant}"
+    from mmalign.models.loading import load_policy
 
-        return OnnxRunner(OnnxLM(out), f"onnxruntime-{quant}")
-    if fmt == "gguf" and llama_cpp_available():
-        return LlamaCppRunner(out / manifest.model_file, f"llama.cpp-{quant}")
-    if fmt == "gguf":
-        from mmalign.edge.gguf_model import GGUFLlama
+    policy = load_policy(out)
+    return policy, f"{policy.runtime_name}-{quant}"
 
-        return GGUFRunner(GGUFLlama(out / manifest.model_file), f"numpy-gguf-{quant}")
-    from mmalign.export.bnb_export import load_bnb
 
-    return TorchRunner(load_bnb(out), f"pytorch-bnb-{quant}")
+def _source_policy(model: Any, tokenizer_dir: Path) -> Any:
+    """A loaded Hugging Face model (and the tokenizer next to it) as a frozen TextPolicy."""
+    from transformers import AutoTokenizer
+
+    from mmalign.models.text import TextPolicy
+    from mmalign.utils.io_errors import reading
+
+    with reading(tokenizer_dir, "--checkpoint", what="tokenizer", broad=True):
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return TextPolicy(model, tokenizer).freeze()
 
 
 def _model_files(fmt: str, out: Path, manifest: Manifest) -> dict[str, int]:
@@ -184,7 +185,8 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, quant: str | None, out: 
             if verify:
                 echo(f"verifying on {len(prompt_ids)} prompts x {eval_tokens} tokens")
                 start = time.perf_counter()
-                report["parity"] = _verify(model, fmt, quant, tmp, manifest, prompt_ids, eval_tokens, greedy_count)
+                report["parity"] = _verify(_source_policy(model, ckpt.path), fmt, quant, tmp, manifest, prompt_ids,
+                                           eval_tokens, greedy_count)
                 report["verify_seconds"] = round(time.perf_counter() - start, 1)
                 why = below_threshold(report["parity"], quant)
                 min_top1, max_kl = THRESHOLDS.get(quant, (None, None))
@@ -219,10 +221,10 @@ def _prompt_ids(ckpt: Checkpoint, eval_prompts: str | Path | None, eval_count: i
     return encode_prompts(tok, load_prompts(eval_prompts, eval_count, chat=chat), chat=chat)
 
 
-def _verify(model: Any, fmt: str, quant: str, out: Path, manifest: Manifest, prompt_ids: list[list[int]],
+def _verify(source: Any, fmt: str, quant: str, out: Path, manifest: Manifest, prompt_ids: list[list[int]],
             eval_tokens: int, greedy_count: int | None) -> dict[str, Any]:
-    from mmalign.export.verify import TorchRunner, measure_parity
+    from mmalign.export.verify import measure_parity
 
-    exported = _exported_runner(fmt, quant, out, manifest)
-    return measure_parity(TorchRunner(model), exported, prompt_ids, eval_tokens, manifest.eos_token_ids,
-                          greedy_count).as_dict()
+    exported, name = _exported_policy(fmt, quant, out)
+    return measure_parity(source, exported, prompt_ids, eval_tokens, manifest.eos_token_ids, greedy_count,
+                          names=("pytorch-fp32", name)).as_dict()

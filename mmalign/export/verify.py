@@ -1,14 +1,21 @@
 """Parity of an exported model with the PyTorch model it came from.
 
-On each held-out prompt the reference (PyTorch fp32) greedily generates ``T`` tokens; the exported
-model then runs one teacher-forced pass per prompt over prompt + that continuation (as llama.cpp's
-``perplexity --kl-divergence`` does), which is cheap even for a slow runtime. The primary numbers
+Both models are policies behind the same scoring interface
+(:class:`~mmalign.models.policy.ScoringPolicy`): the source is the checkpoint's ``TextPolicy``, the
+export whatever the policy factory opens for it (ONNX in onnxruntime, GGUF in llama.cpp or the
+NumPy runner, bitsandbytes in PyTorch). Prompts go in as token ids (``TokenPrompt``), so both see
+exactly the same tokens.
+
+On each held-out prompt the reference greedily generates ``T`` tokens (``sample(greedy=True,
+ignore_eos=True)``); the exported model then runs one teacher-forced pass per prompt over prompt +
+that continuation (``logits`` on a batch whose prompt is the first token), as llama.cpp's
+``perplexity --kl-divergence`` does, which is cheap even for a slow runtime. The primary numbers
 are the mean KL and the teacher-forced top-1 agreement; free-running greedy agreement is a
 secondary column, computed on the first ``greedy_count`` prompts only (all by default). Then:
 
 - **logit relative error** of a prompt = ``max|Δlogits| / max|logits_ref|`` over every position of
-  prompt + reference continuation (teacher-forced, one full-sequence pass each); the report gives
-  its max and mean over prompts.
+  prompt + reference continuation that predicts one of its tokens (teacher-forced, one
+  full-sequence pass each); the report gives its max and mean over prompts.
 - **greedy agreement** = agreement of the greedy *outputs* as a deployed runtime produces them,
   stopping at EOS: each output is cut after its first EOS (at most ``T`` tokens); over the longer of
   the two outputs, a position counts when both have the same token there (a missing token is a
@@ -29,110 +36,29 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from mmalign.models.policy import ScoringPolicy, TokenPrompt
 from mmalign.utils.progress import progress
 
 
-class Runner(Protocol):
-    name: str
-
-    def logits(self, ids: Sequence[int]) -> np.ndarray: ...  # [S, V]
-
-    def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]: ...
+def greedy_tokens(policy: ScoringPolicy, prompt_ids: Sequence[int], n: int) -> list[int]:
+    """``n`` greedy tokens after ``prompt_ids`` (batch 1, KV cache, EOS not special)."""
+    out = policy.sample([TokenPrompt(token_ids=list(prompt_ids))], n=1, max_new_tokens=n, greedy=True, ignore_eos=True)
+    return out.response_ids[0, : int(out.response_mask[0].sum())].tolist()
 
 
-class TorchRunner:
-    """A HF causal LM in PyTorch eager mode (greedy loop with a KV cache, EOS not special)."""
+def sequence_logits(policy: ScoringPolicy, ids: Sequence[int]) -> np.ndarray:
+    """Logits ``[S - 1, V]`` at every position of ``ids`` that predicts its next token (one pass),
+    in the precision the runtime computes them (float64 stays float64, half precision becomes float32)."""
+    import torch
 
-    def __init__(self, model: Any, name: str = "pytorch-fp32") -> None:
-        self.model, self.name = model, name
-
-    def _device(self):
-        return next(self.model.parameters()).device
-
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            out = self.model(torch.tensor([list(ids)], device=self._device()))
-        return out.logits[0].float().cpu().numpy()
-
-    def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]:
-        import torch
-
-        with torch.no_grad():
-            out = self.model(torch.tensor([list(prompt_ids)], device=self._device()), use_cache=True)
-            tokens: list[int] = []
-            for _ in range(n):
-                token = int(out.logits[0, -1].argmax())
-                tokens.append(token)
-                if len(tokens) == n:
-                    break
-                out = self.model(torch.tensor([[token]], device=self._device()),
-                                 cache=out.cache, use_cache=True)
-        return tokens
-
-
-class OnnxRunner:
-    def __init__(self, lm: Any, name: str) -> None:
-        self.lm, self.name = lm, name
-
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        return self.lm.logits(ids)
-
-    def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]:
-        return self.lm.generate_ids(prompt_ids, max_new_tokens=n, stop_at_eos=False)[0].token_ids
-
-
-class LlamaCppRunner:
-    """A GGUF file run by llama.cpp (llama-cpp-python, when installed): the runtime the file is
-    deployed with, so parity is measured as llama.cpp's own KL-divergence tool would."""
-
-    def __init__(self, path: Any, name: str = "llama.cpp", n_ctx: int = 1024) -> None:
-        import os
-
-        from llama_cpp import Llama
-
-        self.name, self.n_ctx = name, n_ctx
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False,
-                         n_threads=os.cpu_count() or 1)
-
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        ids = list(ids)
-        if len(ids) > self.n_ctx:
-            raise ValueError(f"{len(ids)} tokens exceed llama.cpp's context of {self.n_ctx}")
-        self.llm.reset()
-        self.llm.eval(ids)
-        return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
-
-    def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]:
-        tokens: list[int] = []
-        for token in self.llm.generate(list(prompt_ids), temp=0.0, top_k=1, reset=True):
-            tokens.append(int(token))
-            if len(tokens) == n:
-                break
-        return tokens
-
-
-def llama_cpp_available() -> bool:
-    """Whether llama-cpp-python can be imported (it is an optional, compiled dependency)."""
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
-class GGUFRunner:
-    def __init__(self, model: Any, name: str = "numpy-gguf") -> None:
-        self.model, self.name = model, name
-
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        return self.model.logits(ids)
-
-    def greedy(self, prompt_ids: Sequence[int], n: int) -> list[int]:
-        return self.model.greedy(prompt_ids, n)
+    ids = [int(t) for t in ids]
+    batch = policy.batch_from_ids([TokenPrompt(token_ids=ids[:1])], [ids[:1]], [ids[1:]])
+    logits = policy.logits(batch)[0].detach().cpu()
+    return (logits if logits.dtype == torch.float64 else logits.float()).numpy()
 
 
 @dataclass
@@ -171,17 +97,18 @@ class Reference:
         return len(self.continuations[0]) if self.continuations else 0
 
 
-def _timed_greedy(runner: Runner, prompts: list[list[int]], n: int) -> tuple[list[list[int]], float]:
+def _timed_greedy(policy: ScoringPolicy, prompts: list[list[int]], n: int, name: str) -> tuple[list[list[int]], float]:
     start = time.perf_counter()
-    outs = [runner.greedy(p, n) for p in progress(prompts, desc=f"{runner.name} greedy")]
+    outs = [greedy_tokens(policy, p, n) for p in progress(prompts, desc=f"{name} greedy")]
     return outs, len(prompts) * n / max(time.perf_counter() - start, 1e-9)
 
 
-def run_reference(reference: Runner, prompt_ids: list[list[int]], new_tokens: int) -> Reference:
+def run_reference(reference: ScoringPolicy, prompt_ids: list[list[int]], new_tokens: int,
+                  name: str = "pytorch-fp32") -> Reference:
     """Greedy-generate ``new_tokens`` per prompt with the reference and keep its logits."""
-    conts, tps = _timed_greedy(reference, prompt_ids, new_tokens)
-    logits = [reference.logits(list(p) + list(c)) for p, c in zip(prompt_ids, conts)]
-    return Reference([list(p) for p in prompt_ids], conts, logits, tps, reference.name)
+    conts, tps = _timed_greedy(reference, prompt_ids, new_tokens, name)
+    logits = [sequence_logits(reference, list(p) + list(c)) for p, c in zip(prompt_ids, conts)]
+    return Reference([list(p) for p in prompt_ids], conts, logits, tps, name)
 
 
 def until_eos(tokens: Sequence[int], eos_ids: Sequence[int]) -> list[int]:
@@ -212,16 +139,17 @@ def next_token_kl(ref_logits: np.ndarray, exp_logits: np.ndarray) -> np.ndarray:
     return np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
 
 
-def compare(ref: Reference, exported: Runner, eos_ids: Sequence[int] = (),
-            greedy_count: int | None = None) -> Parity:
-    """Parity of ``exported`` against a computed :class:`Reference` (see the module docstring);
-    the free-running greedy comparison uses the first ``greedy_count`` prompts (None: all, 0: none)."""
+def compare(ref: Reference, exported: ScoringPolicy, eos_ids: Sequence[int] = (),
+            greedy_count: int | None = None, name: str = "exported") -> Parity:
+    """Parity of ``exported`` (named ``name`` in the report) against a computed :class:`Reference`
+    (see the module docstring); the free-running greedy comparison uses the first ``greedy_count``
+    prompts (None: all, 0: none)."""
     g = len(ref.prompt_ids) if greedy_count is None else max(0, min(greedy_count, len(ref.prompt_ids)))
-    exp_out, exp_tps = _timed_greedy(exported, ref.prompt_ids[:g], ref.new_tokens) if g else ([], float("nan"))
+    exp_out, exp_tps = _timed_greedy(exported, ref.prompt_ids[:g], ref.new_tokens, name) if g else ([], float("nan"))
     rel, strict, tf_agree, kls = [], [], [], []
     same_total, positions = 0, 0
     for i, (prompt, ref_cont, ref_logits) in enumerate(zip(ref.prompt_ids, ref.continuations, ref.logits)):
-        exp_logits = exported.logits(prompt + ref_cont)
+        exp_logits = sequence_logits(exported, prompt + ref_cont)
         rel.append(float(np.abs(exp_logits - ref_logits).max() / max(np.abs(ref_logits).max(), 1e-12)))
         if i < g:
             exp_cont = exp_out[i]
@@ -235,15 +163,18 @@ def compare(ref: Reference, exported: Runner, eos_ids: Sequence[int] = (),
     nan = float("nan")
     return Parity(len(ref.prompt_ids), ref.new_tokens, max(rel), float(np.mean(rel)),
                   same_total / positions if positions else nan, float(np.mean(strict)) if strict else nan,
-                  float(np.mean(tf_agree)), exp_tps, ref.tokens_per_s, exported.name, ref.name,
+                  float(np.mean(tf_agree)), exp_tps, ref.tokens_per_s, name, ref.name,
                   float(np.mean(kls)) if kls else nan, greedy_prompts=g if greedy_count is not None else -1,
                   kl_max=float(np.max(kls)) if kls else nan)
 
 
-def measure_parity(reference: Runner, exported: Runner, prompt_ids: list[list[int]], new_tokens: int,
-                   eos_ids: Sequence[int] = (), greedy_count: int | None = None) -> Parity:
-    """Compare ``exported`` with ``reference`` on tokenised prompts (outputs stop at ``eos_ids``)."""
-    return compare(run_reference(reference, prompt_ids, new_tokens), exported, eos_ids, greedy_count)
+def measure_parity(reference: ScoringPolicy, exported: ScoringPolicy, prompt_ids: list[list[int]], new_tokens: int,
+                   eos_ids: Sequence[int] = (), greedy_count: int | None = None, *,
+                   names: tuple[str, str] = ("pytorch-fp32", "exported")) -> Parity:
+    """Compare ``exported`` with ``reference`` on tokenised prompts (outputs stop at ``eos_ids``);
+    ``names`` label the two runtimes in the report."""
+    return compare(run_reference(reference, prompt_ids, new_tokens, names[0]), exported, eos_ids, greedy_count,
+                   names[1])
 
 
 #: The floor an export's parity must reach, per quant (teacher-forced top-1 at least, mean KL in

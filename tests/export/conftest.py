@@ -54,15 +54,19 @@ def trained_model(trained_llama_dir):
 
 @pytest.fixture(scope="package")
 def reference(trained_llama_dir, trained_model):
-    """PyTorch greedy continuations + logits on the held-out prompts (computed once)."""
+    """PyTorch greedy continuations + logits on the held-out prompts (computed once), from the
+    checkpoint's TextPolicy: the source side of every parity check."""
     from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
 
     from mmalign.export.prompts import load_prompts
-    from mmalign.export.verify import TorchRunner, run_reference
+    from mmalign.export.verify import run_reference
+    from mmalign.models.text import TextPolicy
 
     tok = Tokenizer.from_file(str(trained_llama_dir / "tokenizer.json"))
     ids = [tok.encode(p).ids for p in load_prompts(None, EVAL_PROMPTS)]
-    return run_reference(TorchRunner(trained_model), ids, EVAL_TOKENS)
+    source = TextPolicy(trained_model, AutoTokenizer.from_pretrained(trained_llama_dir)).freeze()
+    return run_reference(source, ids, EVAL_TOKENS)
 
 
 @pytest.fixture(scope="package")

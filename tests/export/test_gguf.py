@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mmalign.edge.gguf_model import GGUFLlama
-from mmalign.export.verify import GGUFRunner, compare
+from mmalign.export.verify import compare
+from mmalign.models.exported import open_exported
 
 from .conftest import EVAL_PROMPTS, EVAL_TOKENS
 
@@ -30,6 +31,11 @@ def _write(trained_model, trained_llama_dir, path, quant):
     config = json.loads((trained_llama_dir / "config.json").read_text())
     write_gguf(state, config, read_tokenizer_meta(trained_llama_dir), path, quant)
     return path
+
+
+def _numpy(path, tokenizer_dir):
+    """A bare GGUF file in the NumPy reference runner, with the checkpoint's tokenizer."""
+    return open_exported(path, runtime="numpy-gguf", tokenizer=tokenizer_dir)
 
 
 def test_every_llama_weight_gets_a_llama_cpp_name(trained_model):
@@ -89,7 +95,7 @@ def test_f16_logits_match_pytorch(gguf_f16, reference):
     out, report = gguf_f16
     assert report["parity"]["logit_rel_err_max"] < 1e-2
     assert report["parity"]["greedy_agreement"] == 1.0
-    assert compare(reference, GGUFRunner(GGUFLlama(out / "model-f16.gguf"))).logit_rel_err_max < 1e-2
+    assert compare(reference, open_exported(out, runtime="numpy-gguf")).logit_rel_err_max < 1e-2
 
 
 def test_rope_permutation_is_required(trained_model, trained_llama_dir, reference, tmp_path, monkeypatch):
@@ -97,8 +103,8 @@ def test_rope_permutation_is_required(trained_model, trained_llama_dir, referenc
     from mmalign.export import gguf_export
 
     monkeypatch.setattr(gguf_export, "rope_permute", lambda w, n_head: w)
-    unpermuted = compare(reference, GGUFRunner(GGUFLlama(_write(trained_model, trained_llama_dir,
-                                                                 tmp_path / "bad.gguf", "f16"))))
+    unpermuted = compare(reference, _numpy(_write(trained_model, trained_llama_dir, tmp_path / "bad.gguf", "f16"),
+                                              trained_llama_dir))
     assert unpermuted.logit_rel_err_max > 0.05
 
 
@@ -113,10 +119,11 @@ def test_permutation_interleaves_rotate_half_pairs():
 
 def test_q8_0_agrees_and_q4_0_is_reported(trained_model, trained_llama_dir, reference, tmp_path):
     f32_bytes = 4 * sum(p.numel() for p in trained_model.parameters())
-    q8 = compare(reference, GGUFRunner(GGUFLlama(_write(trained_model, trained_llama_dir, tmp_path / "q8.gguf", "q8_0"))))
+    q8 = compare(reference, _numpy(_write(trained_model, trained_llama_dir, tmp_path / "q8.gguf", "q8_0"),
+                                      trained_llama_dir))
     assert q8.greedy_agreement >= 0.95, q8
     q4_path = _write(trained_model, trained_llama_dir, tmp_path / "q4.gguf", "q4_0")
-    q4 = compare(reference, GGUFRunner(GGUFLlama(q4_path)))
+    q4 = compare(reference, _numpy(q4_path, trained_llama_dir))
     assert 0 < q4.logit_rel_err_max < 1.0 and q4.teacher_forced_agreement > 0.8
     assert q4_path.stat().st_size <= 0.30 * f32_bytes
 
@@ -145,19 +152,10 @@ def test_tied_embeddings_write_no_output_tensor(trained_model, trained_llama_dir
 @pytest.mark.llamacpp
 def test_llama_cpp_greedy_matches_pytorch(trained_model, trained_llama_dir, reference, tmp_path):
     """Opt-in (``-m llamacpp``): llama-cpp-python loads the Q8_0 file and decodes like PyTorch."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     path = _write(trained_model, trained_llama_dir, tmp_path / "q8.gguf", "q8_0")
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, logits_all=True, verbose=False)
-    agree = []
-    for prompt, cont in zip(reference.prompt_ids, reference.continuations):
-        llm.reset()
-        got = []
-        for token in llm.generate(prompt, temp=0.0, top_k=1):
-            got.append(token)
-            if len(got) == len(cont):
-                break
-        agree += [int(a == b) for a, b in zip(got, cont)]
-    assert np.mean(agree) >= 0.95
+    parity = compare(reference, open_exported(path, runtime="llama.cpp", tokenizer=trained_llama_dir))
+    assert parity.strict_agreement >= 0.95, parity
 
 
 @pytest.mark.llamacpp

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mmalign.edge import OnnxLM
-from mmalign.export.verify import OnnxRunner, compare
+from mmalign.export.verify import compare
+from mmalign.models.loading import load_policy
 
 
 def _quantized_copy(fp32_dir, dst, quant):
@@ -46,7 +47,7 @@ def test_fp32_onnx_logits_match_pytorch(onnx_fp32, reference):
     assert parity["mean_kl"] < 1e-6
     assert (out / "export_report.md").read_text().count("logit_rel_err_max") == 1
     # and independently of the report, against the package-wide reference
-    assert compare(reference, OnnxRunner(OnnxLM(out), "fp32")).logit_rel_err_max < 1e-3
+    assert compare(reference, load_policy(out), name="fp32").logit_rel_err_max < 1e-3
 
 
 def test_kv_cache_decoding_matches_full_pass_with_left_padding(onnx_fp32):
@@ -85,7 +86,7 @@ def _ops(path) -> dict[str, list[int]]:
 def test_int8_is_weight_only_and_agrees(onnx_fp32, reference, tmp_path):
     fp32_dir, _ = onnx_fp32
     int8_dir = _quantized_copy(fp32_dir, tmp_path / "int8", "int8")
-    int8 = compare(reference, OnnxRunner(OnnxLM(int8_dir), "int8"))
+    int8 = compare(reference, load_policy(int8_dir), name="int8")
     assert int8.greedy_agreement >= 0.95, int8
     assert int8.teacher_forced_agreement >= 0.98 and int8.logit_rel_err_max < 0.05, int8
     assert 0 < int8.mean_kl < 1e-3, int8  # quantized, so not identical, but close in distribution
@@ -100,7 +101,7 @@ def test_int8_is_weight_only_and_agrees(onnx_fp32, reference, tmp_path):
 def test_int4_is_small_and_agrees(onnx_fp32, reference, tmp_path):
     fp32_dir, _ = onnx_fp32
     int4_dir = _quantized_copy(fp32_dir, tmp_path / "int4", "int4")
-    int4 = compare(reference, OnnxRunner(OnnxLM(int4_dir), "int4"))
+    int4 = compare(reference, load_policy(int4_dir), name="int4")
     assert 0 < int4.logit_rel_err_max < 1.0
     assert int4.teacher_forced_agreement > 0.8
     size4 = (int4_dir / "model.onnx").stat().st_size

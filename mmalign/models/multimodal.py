@@ -196,6 +196,16 @@ class MultimodalPolicy(TextPolicy):
         for module in projectors:
             module.requires_grad_(True)
 
+    # ----------------------------------------------------------------- accelerate
+    def prepare(self, accelerator: Any, *objects: Any) -> tuple[Any, ...]:
+        """As :meth:`TextPolicy.prepare` (DDP and DeepSpeed; :meth:`through_prepared` forwards
+        through the wrapper and reads the media hooks from the unwrapped model). FSDP is refused:
+        :meth:`save` would write the media adapters' shards, not their full weights."""
+        if getattr(accelerator, "distributed_type", None) == "FSDP":  # accelerate's DistributedType is a str enum
+            raise UserError("FSDP is not supported for multimodal policies (saving does not gather the media "
+                            "adapters' shards); use DDP (configs/accelerate/ddp.yaml) or DeepSpeed ZeRO-2")
+        return super().prepare(accelerator, *objects)
+
     # ----------------------------------------------------------------- reference, saving
     def _sibling(self, model: torch.nn.Module) -> MultimodalPolicy:
         other = MultimodalPolicy(model, self.tokenizer, kind=self.kind, processor=self.processor,

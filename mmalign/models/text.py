@@ -356,7 +356,7 @@ class TextPolicy:
         was_training = self.model.training
         self.model.eval()
         try:
-            with self._context(), torch.no_grad():
+            with self._context(), torch.no_grad(), self.gathered():
                 out = sample_shared_prefix(
                     self.model, {"input_ids": ids}, mask, n=n, max_new_tokens=max_new_tokens,
                     eos_ids=set() if ignore_eos else self.eos_ids, pad_id=self.tokenizer.pad_token_id,
@@ -437,9 +437,12 @@ class TextPolicy:
         (plus ``mmalign_policy.json`` naming the base), else the full (possibly quantised) weights."""
         if self.adapters_disabled:
             raise UserError("cannot save an adapter-disabled reference; its weights are the base checkpoint")
+        full = self._full_state_dict()  # FSDP2: every process calls save, the main process writes
+        if full is not None and torch.distributed.get_rank() != 0:
+            return
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out, safe_serialization=True)
+        self.model.save_pretrained(out, safe_serialization=True, **({"state_dict": full} if full is not None else {}))
         self.tokenizer.save_pretrained(out)
         meta = {"kind": "text", "adapter": self.is_peft, "base": self.base if self.is_peft else None,
                 "quantization": self.quantization, "chat_template": self.chat_template}
@@ -494,10 +497,13 @@ class TextPolicy:
 
     def prepare(self, accelerator: Any, *objects: Any) -> tuple[Any, ...]:
         """``accelerator.prepare`` the model together with ``objects`` (optimizer, value model, ...)
-        and return the prepared ``objects`` in order. The wrapped module (DDP, FSDP, DeepSpeed; the
-        model itself on one process) is :attr:`prepared_module`; forward passes inside
+        and return the prepared ``objects`` in order. The wrapped module (DDP, DeepSpeed; the model
+        itself on one process) is :attr:`prepared_module`; forward passes inside
         :meth:`through_prepared` run through it, so gradients synchronise across processes.
-        Sampling, the reference and :meth:`save` keep using the unwrapped model."""
+        Sampling, the reference and :meth:`save` keep using the unwrapped model. FSDP2 shards the
+        model in place: its parameters become DTensor shards (ask :meth:`trainable_parameters`
+        again), :meth:`sample` gathers them (:meth:`gathered`) and :meth:`save` writes the full
+        weights from the main process."""
         out = accelerator.prepare(self.model, *objects)
         out = out if isinstance(out, tuple) else (out,)
         self._prepared = out[0]
@@ -510,11 +516,72 @@ class TextPolicy:
 
     @contextlib.contextmanager
     def through_prepared(self) -> Iterator[torch.nn.Module]:
-        """Within the block, ``score`` / ``logits`` forward through :attr:`prepared_module`; the
-        unwrapped model is back afterwards, also after an exception."""
-        original = self.model
-        self.model = self.prepared_module
+        """Within the block, ``score`` / ``logits`` forward through :attr:`prepared_module` (a
+        wrapper's call; every other attribute, such as a multimodal model's media hooks, is the
+        unwrapped model's); the unwrapped model is back afterwards, also after an exception."""
+        original, prepared = self.model, self.prepared_module
+        if prepared is not original:
+            self.model = _ForwardThrough(prepared, original)
         try:
-            yield self.model
+            yield prepared
         finally:
             self.model = original
+
+    @contextlib.contextmanager
+    def gathered(self) -> Iterator[None]:
+        """Within the block forward passes run on the full parameters without communication (for
+        generation). Under FSDP2 each shard unit is all-gathered by its first forward and kept
+        until the block ends, so every process must enter the block (as often as the others), but
+        inside it processes may run different numbers of forwards (different lengths, early EOS).
+        A no-op for a model that is not sharded."""
+        units = _fsdp_units(self.model)
+        if not units:
+            yield
+            return
+        if units[0] is self.model:  # the root's settings are final (lazy init) before they are saved
+            units[0]._get_fsdp_state()._lazy_init()
+        states = [u._get_fsdp_state() for u in units]
+        saved = [(s._auto_reshard_after_forward, [g.post_forward_mesh_info for g in s._fsdp_param_groups])
+                 for s in states]
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+        try:
+            yield
+        finally:
+            for unit, state, (auto, infos) in zip(units, states, saved):
+                unit.reshard()
+                state._auto_reshard_after_forward = auto
+                for group, info in zip(state._fsdp_param_groups, infos):
+                    group.post_forward_mesh_info = info
+
+    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Under FSDP2 the model's full state dict, gathered on the CPU of the main process (a
+        collective: every process calls it; the others get ``{}``); None for a model not sharded."""
+        if not _fsdp_units(self.model):
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+class _ForwardThrough:
+    """The model as a policy sees it inside :meth:`TextPolicy.through_prepared`: calls go through
+    the accelerate wrapper (DDP, DeepSpeed), every attribute comes from the unwrapped model."""
+
+    def __init__(self, wrapper: torch.nn.Module, model: torch.nn.Module) -> None:
+        self._wrapper, self._model = wrapper, model
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrapper(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def _fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The FSDP2 units of ``model``, the root first (none unless torch.distributed is running)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return []
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]

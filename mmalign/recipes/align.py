@@ -34,16 +34,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import (
-    DistributedDataParallelKwargs,
-    DistributedType,
-    gather_object,
-    parse_flag_from_env,
-)
 
 from mmalign.align import beta_for_kl, get_procedure, get_transform, optimal_transform, robust_t
 from mmalign.align.scores import Scores, score
@@ -54,14 +47,18 @@ from mmalign.models.policy import Prompt
 from mmalign.rl.calibration_store import CalibrationStore
 from mmalign.rl.kl import make_kl_controller
 from mmalign.rl.step import Rollout, UpdateSettings, make_rollout, update
-from mmalign.training import batches
+from mmalign.training import accelerate_setup, batches
 from mmalign.training import checkpoint as ckpt
+from mmalign.training import metrics as reduce
 from mmalign.training.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.training.schedule import make_scheduler
 from mmalign.utils.device import resolve_device
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 TIMERS = ("generate", "reward", "logprob", "update")
 
@@ -186,8 +183,7 @@ def calibrate_prompts(cfg: AlignConfig, task: Task, reference, store_path: Path,
         results += [(i, r[j * K:(j + 1) * K].tolist()) for j, i in enumerate(idx)]
         bar.update(len(idx))
     bar.close()
-    if accelerator.num_processes > 1:
-        results = gather_object(results)
+    results = reduce.gather_lists(accelerator, results)
     for i, values in results:
         found[i] = torch.tensor(values, dtype=torch.float64)
         store.put(texts[i], found[i], media[i])
@@ -222,120 +218,19 @@ def _seed(*parts: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# accelerate setup: the engine the launch asked for; FSDP2 shards in and out of checkpoints
+# accelerate setup (the kernel's, with this recipe's settings)
 # ---------------------------------------------------------------------------------------------
-ENGINES = {"ACCELERATE_USE_FSDP": DistributedType.FSDP, "ACCELERATE_USE_DEEPSPEED": DistributedType.DEEPSPEED}
-
-
 def make_accelerator(cfg: AlignConfig) -> Accelerator:
-    """The run's Accelerator. A launch asking for FSDP or DeepSpeed that accelerate does not honour
-    is a one-line error: accelerate shards only on accelerators and would run CPU processes as
-    plain DDP over gloo (``MULTI_CPU``) without a word. DDP of a multimodal policy looks for unused
-    parameters: a step whose prompts lack a media kind gives that kind's projector no gradient."""
+    """The run's Accelerator (:func:`mmalign.training.accelerate_setup.make_accelerator`): DDP of a
+    multimodal policy looks for unused parameters (a step whose prompts lack a media kind gives
+    that kind's projector no gradient); FSDP trains the full weights of one model policy only."""
     from mmalign.models.multimodal_loading import checkpoint_kind
 
     media = cfg.bandit is None and checkpoint_kind(cfg.model.path) != "text"
-    accelerator = Accelerator(cpu=resolve_device(cfg.run.device).type == "cpu",
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if media else [])
-    kind = accelerator.distributed_type
-    for flag, engine in ENGINES.items():
-        if parse_flag_from_env(flag) and kind != engine:
-            raise UserError(f"the accelerate launch asks for {engine.value} but accelerate runs {kind.value} here "
-                            f"({engine.value} needs GPUs or other accelerators; on CPU use configs/accelerate/ddp.yaml, see docs/scaling.md)")
-    if kind == DistributedType.FSDP and (cfg.bandit is not None or cfg.model.lora.enabled or
-                                         cfg.model.quantization != "none" or cfg.advantage.estimator == "gae"):
-        raise UserError("FSDP trains the full weights of one model policy: accelerate clips gradients under FSDP only "
-                        "when they are all of one prepared model's parameters; not with LoRA, quantisation, "
-                        "advantage.estimator gae or a bandit (use DDP or DeepSpeed)")
-    return accelerator
-
-
-def run_device(accelerator: Accelerator) -> torch.device:
-    """Where this process loads the model: accelerate's device, without the index it gives every
-    CPU process (``cpu:0``, which safetensors refuses)."""
-    device = accelerator.device
-    return torch.device("cpu") if device.type == "cpu" else device
-
-
-def _dtensor() -> type | None:
-    """torch's DTensor class (what FSDP2 shards are) while torch.distributed runs, else None."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return None
-    from torch.distributed.tensor import DTensor
-
-    return DTensor
-
-
-def _full(obj: Any, dtensor: type | None = None) -> Any:
-    """``obj`` (a tensor, or dicts / lists of them) with every FSDP2 shard (DTensor) gathered into
-    its full tensor (detached), on every process: a collective, so all call it in the same order."""
-    dtensor = dtensor or _dtensor()
-    if dtensor is None:
-        return obj
-    if isinstance(obj, dtensor):
-        return obj.detach().full_tensor()
-    if isinstance(obj, dict):
-        return {k: _full(v, dtensor) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_full(v, dtensor) for v in obj)
-    return obj
-
-
-def _sharded(training: Training) -> bool:
-    dtensor = _dtensor()
-    return dtensor is not None and any(isinstance(p, dtensor) for p in training.params)
-
-
-@dataclass
-class _SavedOptimizer:
-    """An optimizer's state as a checkpoint asks for it (``state_dict()``), already gathered."""
-
-    state: dict[str, Any]
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.state
-
-
-def checkpoint_state(training: Training) -> tuple[dict[str, list[torch.Tensor]], Any]:
-    """The parameter groups and optimizer a checkpoint saves: as they are, or under FSDP2 their
-    full tensors (gathered on every process), so the checkpoint is the one a single process writes."""
-    if not _sharded(training):
-        return training.groups, training.optimizer
-    return _full(training.groups), _SavedOptimizer(_full(training.optimizer.state_dict()))
-
-
-def restore_checkpoint(found: ckpt.Checkpoint, training: Training) -> dict[str, Any]:
-    """:func:`ckpt.restore_training` into the training state; under FSDP2 the full tensors go into
-    full-size buffers first and each process then keeps its shards (parameters, optimizer moments)."""
-    if not _sharded(training):
-        return ckpt.restore_training(found, groups=training.groups, optimizer=training.optimizer,
-                                     scheduler=training.scheduler)
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    def shard(t: torch.Tensor, like: DTensor) -> DTensor:
-        return distribute_tensor(t.to(like.device, like.dtype), like.device_mesh, like.placements)
-
-    full = {name: [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in ps] for name, ps in training.groups.items()}
-    state = ckpt.restore_training(found, groups=full, optimizer=training.optimizer, scheduler=training.scheduler)
-    with torch.no_grad():
-        for name, params in training.groups.items():
-            for p, t in zip(params, full[name]):
-                p.copy_(shard(t, p))
-    for p, moments in getattr(training.optimizer, "optimizer", training.optimizer).state.items():
-        for key, v in moments.items():  # exp_avg, exp_avg_sq; the step counter stays a plain scalar
-            if isinstance(p, DTensor) and torch.is_tensor(v) and not isinstance(v, DTensor) and v.shape == p.shape:
-                moments[key] = shard(v, p)
-    return state
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers: metrics
-# ---------------------------------------------------------------------------------------------
-def _param_checksum(params: list[torch.nn.Parameter]) -> float:
-    params = _full(params)  # FSDP2: the full tensors (every process computes it)
-    with torch.no_grad():
-        return float(sum((p.double() * (1.0 + torch.arange(p.numel(), dtype=torch.float64, device=p.device)
-                                        .reshape(p.shape).remainder(7))).sum() for p in params))
+    blockers = {"a bandit": cfg.bandit is not None, "LoRA": cfg.model.lora.enabled,
+                "quantisation": cfg.model.quantization != "none", "advantage.estimator gae": cfg.advantage.estimator == "gae"}
+    return accelerate_setup.make_accelerator(cpu=resolve_device(cfg.run.device).type == "cpu", find_unused_parameters=media,
+                                             not_with_fsdp=[name for name, on in blockers.items() if on])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,7 +334,8 @@ def resume_from_checkpoint(run: RunDir | None, run_path: Path, training: Trainin
     start = 0
     found = ckpt.latest_valid(run_path / "checkpoints", report)
     if found is not None:
-        state = restore_checkpoint(found, training)
+        state = ckpt.restore_training(found, groups=training.groups, optimizer=training.optimizer,
+                                      scheduler=training.scheduler)  # FSDP2: every process keeps its shards
         training.kl_ctl.load_state_dict(state["kl_controller"])
         start = found.step
     if run is not None:
@@ -486,15 +382,10 @@ def step_metrics(cfg: AlignConfig, accelerator, training: Training, raw: torch.T
         "reward_transformed": scored.scores.mean(), "kl": rollout.kl.sum(dim=1).mean(),
         "entropy": -(rollout.old_logp * mask).sum() / mask.sum(), "response_length": mask.sum(dim=1).mean(),
         **{f"time_{k}": v for k, v in timers.items()}, **stats}
-    keys = sorted(local)
-    vec = torch.tensor([float(local[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
-    vec = accelerator.reduce(vec, reduction="mean") if accelerator.num_processes > 1 else vec
-    metrics = dict(zip(keys, vec.tolist()))
+    metrics: dict[str, Any] = reduce.mean_over_processes(accelerator, local)
     metrics.update(beta=beta, lr=training.scheduler.get_last_lr()[0])
-    if cfg.train.check_sync:
-        sums = torch.tensor([_param_checksum(training.params)], dtype=torch.float64, device=accelerator.device)
-        metrics["param_checksums"] = (accelerator.gather(sums).tolist() if accelerator.num_processes > 1
-                                      else sums.tolist())
+    if cfg.train.check_sync:  # one checksum per process: equal while the replicas are in sync
+        metrics["param_checksums"] = reduce.checksums_per_process(accelerator, training.params)
     return metrics
 
 
@@ -509,7 +400,7 @@ def log_step(run: RunDir | None, bar, step: int, metrics: dict[str, Any]) -> Non
 
 def save_step(cfg: AlignConfig, run_path: Path, accelerator, training: Training, step: int) -> None:
     """A checkpoint (main process): trainable tensors, optimiser, RNG, schedule and controller."""
-    groups, optimizer = checkpoint_state(training)  # FSDP2: gathered by every process
+    groups, optimizer = ckpt.full_state(training.groups, training.optimizer)  # FSDP2: gathered by every process
     if accelerator.is_main_process:
         ckpt.save_training(
             run_path / "checkpoints", step, groups=groups, optimizer=optimizer,
@@ -525,7 +416,7 @@ def finish(cfg: AlignConfig, run: RunDir | None, run_path: Path, policy, acceler
     from mmalign.evaluation.plots import tenths
 
     rows = run.read_metrics() if run is not None else []
-    if run is not None or accelerator.distributed_type == DistributedType.FSDP:  # FSDP2: all gather, main writes
+    if run is not None or accelerate_setup.saving_is_collective(accelerator):  # FSDP2: all gather, main writes
         policy.save(run_path / "final")
     if run is not None:
         _plot_run(run, rows)
@@ -553,7 +444,7 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
 
     # components
     seed_everything(cfg.run.seed)
-    task = build_task(cfg, run_device(accelerator))
+    task = build_task(cfg, accelerate_setup.run_device(accelerator))
     policy, reference = task.policy, task.policy.reference()
     phi, beta0 = choose_transform(cfg)
     training = build_training(cfg, task, accelerator, beta0, note)

@@ -17,6 +17,11 @@ previous one.
 A recipe saves with :func:`save_training` and resumes with :func:`resume_point` (or
 :func:`latest_valid`) then :func:`restore_training`; the model itself is rebuilt from the run's config, and the trainable
 tensors are copied into it.
+
+A model that FSDP2 sharded in place saves and resumes the same way: every process passes its
+shards through :func:`full_state` (a collective) and the main process saves what it returns, the
+checkpoint one process would write; :func:`restore_training` loads full tensors and each process
+keeps its shards, optimizer moments included.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 import torch
 
 from mmalign.errors import FileError
+from mmalign.training import fsdp
 from mmalign.utils.atomic import atomic_directory
 from mmalign.utils.io_errors import reading
 from mmalign.utils.progress import echo
@@ -216,6 +222,24 @@ def load_trainable(groups: dict[str, list[torch.nn.Parameter]], tensors: dict[st
 
 
 # -- what a recipe calls --------------------------------------------------------------------
+@dataclass
+class _GatheredOptimizer:
+    """An optimizer's state, already gathered, as :func:`save_training` asks for it (``state_dict()``)."""
+
+    state: dict[str, Any]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state
+
+
+def full_state(groups: dict[str, list[torch.nn.Parameter]], optimizer: Any) -> tuple[dict[str, list[Any]], Any]:
+    """The parameter groups and optimizer for :func:`save_training`: as they are, or under FSDP2
+    their full tensors gathered on every process (a collective: every process calls it)."""
+    if not fsdp.is_sharded(p for params in groups.values() for p in params):
+        return groups, optimizer
+    return fsdp.full_tensors(groups), _GatheredOptimizer(fsdp.full_tensors(optimizer.state_dict()))
+
+
 def save_training(root: str | Path, step: int, *, groups: dict[str, list[torch.nn.Parameter]], optimizer: Any,
                   scheduler: Any, keep: int, trainer: dict[str, Any] | None = None,
                   generators: dict[str, torch.Generator] | None = None) -> Path:
@@ -232,15 +256,24 @@ def restore_training(found: Checkpoint, *, groups: dict[str, list[torch.nn.Param
 
     Call it after the model, optimizer and scheduler exist (a scheduler's constructor resets the
     learning rate) and right before the loop (the RNG states are those of the step after ``found``).
+    FSDP2 shards (every process calls it then) load into full-size buffers, then each process keeps
+    its parts of the weights and of the optimizer moments.
     """
+    sharded = fsdp.is_sharded(p for params in groups.values() for p in params)
+    target = ({name: [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in params]
+               for name, params in groups.items()} if sharded else groups)
     try:
-        load_trainable(groups, found.tensors())
+        load_trainable(target, found.tensors())
     except ValueError as exc:  # the config now builds a different model
         raise FileError(str(found.path / "trainable.safetensors"), f"{exc}; resume with the run's own config") from None
     optimizer.load_state_dict(found.optimizer())
     state = found.trainer()
     scheduler.load_state_dict(state["scheduler"])
     restore_rng(found.rng(), generators)
+    if sharded:
+        for name, params in groups.items():
+            fsdp.copy_into_shards(params, target[name])
+        fsdp.shard_optimizer_state(optimizer)
     return state
 
 

@@ -101,9 +101,10 @@ def test_an_fsdp_launch_on_cpu_is_refused_instead_of_running_as_ddp(tmp_path, ti
 # FSDP2 on two CPU processes, sharded as accelerate shards a causal LM
 # ---------------------------------------------------------------------------------------------
 def test_fsdp2_samples_trains_checkpoints_and_resumes_on_two_cpu_processes(tmp_path, tiny_llama_dir):
-    """The recipe's FSDP2 pieces under torch's ``fully_shard`` (per decoder layer, then the root,
-    as accelerate's FSDP2 preparation does) on 2 gloo processes: sampling with gathered
-    parameters, three optimiser steps, the checkpoint and final weights, a resume."""
+    """The FSDP2 pieces align relies on under torch's ``fully_shard`` (per decoder layer, then the
+    root, as accelerate's FSDP2 preparation does) on 2 gloo processes: the policy's sampling with
+    gathered parameters, three optimiser steps, the training kernel's checkpoint
+    (``full_state`` / ``save_training``) and resume (``restore_training``), the final weights."""
     out = tmp_path / "fsdp2"
     out.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
@@ -156,8 +157,8 @@ def _fsdp2_worker(model_dir: str, out: Path) -> None:
     from torch.distributed.tensor import DTensor
 
     from mmalign.models.loading import load_policy
-    from mmalign.recipes.align import Training, _full, checkpoint_state, restore_checkpoint
     from mmalign.training import checkpoint as ckpt
+    from mmalign.training.fsdp import full_tensors
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -172,23 +173,27 @@ def _fsdp2_worker(model_dir: str, out: Path) -> None:
         fully_shard(policy.model)
         return policy, plain
 
-    def training_of(policy) -> Training:
+    def training_of(policy) -> dict:
+        """What the checkpoint keeps (the kernel's ``save_training`` / ``restore_training`` keywords)."""
         params = policy.trainable_parameters()
         opt = torch.optim.AdamW(params, lr=1e-2)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
-        return Training(opt, sched, None, None, params, {"policy": params})
+        return {"groups": {"policy": params}, "optimizer": opt, "scheduler": sched}
 
-    def step(policy, training: Training, k: int, batch_prompts: dict[int, list[str]]) -> None:
+    def step(policy, training: dict, k: int, batch_prompts: dict[int, list[str]]) -> None:
         ranks = list(batch_prompts)  # the batches whose mean loss this process optimises
         losses = [-policy.score(policy.encode(batch_prompts[r], [f" a b {k}{r}"] * 2)).sum(1).mean() for r in ranks]
         (sum(losses) / len(losses)).backward()
-        torch.nn.utils.clip_grad_norm_(training.params, 1.0)
-        training.optimizer.step()
-        training.optimizer.zero_grad()
-        training.scheduler.step()
+        torch.nn.utils.clip_grad_norm_(training["groups"]["policy"], 1.0)
+        training["optimizer"].step()
+        training["optimizer"].zero_grad()
+        training["scheduler"].step()
 
-    def checksum(training: Training) -> float:
-        return sum(float(t.double().sum()) for t in _full(training.params))
+    def full_params(training: dict) -> list[torch.Tensor]:
+        return full_tensors(training["groups"]["policy"])
+
+    def checksum(training: dict) -> float:
+        return sum(float(t.double().sum()) for t in full_params(training))
 
     result: dict = {}
     policy, plain = sharded_policy()
@@ -213,13 +218,13 @@ def _fsdp2_worker(model_dir: str, out: Path) -> None:
         step(policy, training, k, {rank: prompts[rank]})
         sums.append(checksum(training))
         if k == 1:
-            groups, optimizer = checkpoint_state(training)
+            groups, optimizer = ckpt.full_state(training["groups"], training["optimizer"])
             if rank == 0:
                 ckpt.save_training(out / "checkpoints", 2, groups=groups, optimizer=optimizer,
-                                   scheduler=training.scheduler, keep=2)
+                                   scheduler=training["scheduler"], keep=2)
             dist.barrier()
     result["checksums"] = sums
-    want = [t.clone() for t in _full(training.params)]
+    want = [t.clone() for t in full_params(training)]
     policy.save(out / "final")  # every process: FSDP2 gathers, rank 0 writes
 
     # one process, both batches per step, the same three steps
@@ -227,14 +232,15 @@ def _fsdp2_worker(model_dir: str, out: Path) -> None:
         single = training_of(plain)
         for k in range(3):
             step(plain, single, k, prompts)
-        result["max_diff_to_single_process"] = max(float((a - b).abs().max()) for a, b in zip(want, single.params))
+        result["max_diff_to_single_process"] = max(float((a - b).abs().max())
+                                                   for a, b in zip(want, single["groups"]["policy"]))
 
     # resume from step 2 into a fresh sharded model, then step 3
     fresh, _ = sharded_policy()
     resumed = training_of(fresh)
-    restore_checkpoint(ckpt.latest_valid(out / "checkpoints"), resumed)
+    ckpt.restore_training(ckpt.latest_valid(out / "checkpoints"), **resumed)
     step(fresh, resumed, 2, {rank: prompts[rank]})
-    result["resume_bit_exact"] = all(torch.equal(a, b) for a, b in zip(want, _full(resumed.params)))
+    result["resume_bit_exact"] = all(torch.equal(a, b) for a, b in zip(want, full_params(resumed)))
 
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()

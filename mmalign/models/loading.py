@@ -24,6 +24,7 @@ from mmalign.errors import UserError
 from mmalign.models.exported import export_directory, load_exported_policy
 from mmalign.models.gguf_source import is_gguf_file, load_gguf_model, load_gguf_tokenizer
 from mmalign.models.hub import check_hub_id
+from mmalign.models.policy import TrainablePolicy
 from mmalign.models.text import META_FILE, TextPolicy
 from mmalign.utils.device import resolve_device, resolve_dtype
 from mmalign.utils.io_errors import check_model_dir, check_tokenizer_dir, reading
@@ -209,7 +210,7 @@ def load_media_policy(cfg: ModelConfig, *, run_device: str = "auto", run_dtype: 
 
 # The checkpoint's recorded kind (``mmalign_policy.json``'s ``kind``, or what its config.json says)
 # -> the loader of that adapter. A new adapter family registers its kind here.
-POLICY_LOADERS: dict[str, Callable[..., Any]] = {
+POLICY_LOADERS: dict[str, Callable[..., TrainablePolicy]] = {
     "text": load_text_policy,
     "multimodal": load_media_policy,
     "native_vlm": load_media_policy,
@@ -230,10 +231,11 @@ def policy_kind(path: str, key: str = "model.path") -> str:
 
 
 def load_policy(cfg: ModelConfig | str | Path, *, run_device: str = "auto", run_dtype: str = "auto",
-                key: str = "model", **overrides: Any) -> TextPolicy:
+                key: str = "model", **overrides: Any) -> TrainablePolicy:
     """Load a policy from a ``model:`` config or a checkpoint path (``overrides`` set config fields),
     with the loader :data:`POLICY_LOADERS` registers for the checkpoint's kind; ``key`` names the
-    config section in error messages."""
+    config section in error messages. Any registered kind comes back: a text or multimodal policy,
+    or an exported model (which refuses the training hooks in one line)."""
     if not isinstance(cfg, ModelConfig):
         if isinstance(overrides.get("lora"), dict):
             overrides["lora"] = LoraConfig(**overrides["lora"])

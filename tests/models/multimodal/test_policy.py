@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from mmalign.errors import DataError
-from mmalign.models.multimodal_sft import SourcedPrompt
-from mmalign.models.policy import Policy, Prompt, SequenceBatch
+from mmalign.models.policy import Policy, Prompt, SequenceBatch, SourcedPrompt
 
 
 def prompts(d):

@@ -34,9 +34,9 @@ from mmalign.models.policy import (
     Prompt,
     Samples,
     SequenceBatch,
-    TokenPrompt,
     as_prompt,
 )
+from mmalign.models.prompt_tokens import prompt_token_ids
 
 MANIFEST = "mmalign_export.json"  # written by mmalign.export (mmalign.edge.manifest.MANIFEST_NAME)
 RUNTIMES = ("auto", "onnxruntime", "llama.cpp", "numpy-gguf")
@@ -118,14 +118,7 @@ class ExportedPolicy:
             p = as_prompt(raw)
             if p.media:
                 raise UserError(f"prompt {i} has media items; an exported text model cannot take them")
-            if isinstance(p, TokenPrompt):
-                ids = list(p.token_ids)
-            elif chat:
-                text = self.tokenizer.apply_chat_template([{"role": "user", "content": p.text}],
-                                                          add_generation_prompt=True, tokenize=False)
-                ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            else:
-                ids = list(self.tokenizer(p.text)["input_ids"])
+            ids = prompt_token_ids(self.tokenizer, p, chat=chat)
             ids = ids or [self.prefix_token_id]
             if len(ids) + max_new_tokens > self.max_length:
                 raise UserError(f"prompt {i} has {len(ids)} tokens but at most {self.max_length - max_new_tokens} "

@@ -31,9 +31,9 @@ from mmalign.models.policy import (
     Prompt,
     Samples,
     SequenceBatch,
-    TokenPrompt,
     as_prompt,
 )
+from mmalign.models.prompt_tokens import prompt_token_ids
 from mmalign.models.sampler import positions_from_mask, sample_shared_prefix
 
 log = logging.getLogger(__name__)
@@ -117,14 +117,7 @@ class TextPolicy:
             p = as_prompt(raw)
             if p.media:
                 raise UserError(f"prompt {i} has media items; a text policy cannot take them")
-            if isinstance(p, TokenPrompt):
-                ids = list(p.token_ids)
-            elif chat:
-                text = self.tokenizer.apply_chat_template([{"role": "user", "content": p.text}],
-                                                          add_generation_prompt=True, tokenize=False)
-                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            else:
-                ids = self.tokenizer(p.text)["input_ids"]
+            ids = prompt_token_ids(self.tokenizer, p, chat=chat)
             if not ids:
                 if self.tokenizer.bos_token_id is None:
                     raise UserError(f"prompt {i} is empty and the tokenizer has no BOS token to start from")

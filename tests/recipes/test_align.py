@@ -16,25 +16,16 @@ import torch
 from safetensors.torch import load_file
 
 from mmalign.training import checkpoint as ckpt
+from tests.recipes.align_configs import write_align_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(tmp_path: Path, model: Path, name: str, extra: str = "") -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(f"""recipe: align
-run: {{name: {name}, output_dir: {tmp_path / 'runs'}, seed: 3, device: cpu, dtype: float32}}
-model: {{path: {model}}}
-reward: {{kind: bundled_text}}
-data: {{path: "bundled:text/prompts_train", max_rows: 8}}
-calibration: {{num_samples: 4, batch_prompts: 8}}
-transform: {{name: identity}}
-rollout: {{prompts_per_step: 2, n: 2, max_new_tokens: 4}}
-kl: {{beta: 0.1, controller: adaptive, target: 0.5, horizon: 100}}
-train: {{steps: 6, lr: 1.0e-3, epochs: 2, minibatches: 2}}
-checkpoint: {{every: 2, keep: 2}}
-{extra}""")
-    return path
+    return write_align_config(tmp_path, model, name,
+                              kl="{beta: 0.1, controller: adaptive, target: 0.5, horizon: 100}",
+                              train="{steps: 6, lr: 1.0e-3, epochs: 2, minibatches: 2}",
+                              extra="checkpoint: {every: 2, keep: 2}\n" + extra)
 
 
 def _final(tmp_path: Path, name: str) -> dict[str, torch.Tensor]:

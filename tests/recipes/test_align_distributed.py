@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.recipes.align_configs import write_align_config
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,19 +70,7 @@ fsdp_config:
 
 
 def _text_config(tmp_path: Path, model: Path, name: str) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(f"""recipe: align
-run: {{name: {name}, output_dir: {tmp_path / 'runs'}, seed: 3, device: cpu, dtype: float32}}
-model: {{path: {model}}}
-reward: {{kind: bundled_text}}
-data: {{path: "bundled:text/prompts_train", max_rows: 8}}
-calibration: {{num_samples: 4, batch_prompts: 8}}
-transform: {{name: identity}}
-rollout: {{prompts_per_step: 2, n: 2, max_new_tokens: 4}}
-kl: {{beta: 0.1}}
-train: {{steps: 2, lr: 1.0e-2}}
-""")
-    return path
+    return write_align_config(tmp_path, model, name, train="{steps: 2, lr: 1.0e-2}")
 
 
 def test_an_fsdp_launch_on_cpu_is_refused_instead_of_running_as_ddp(tmp_path, tiny_llama_dir):

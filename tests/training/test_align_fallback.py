@@ -6,24 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmalign.training import checkpoint as ckpt
+from tests.recipes.align_configs import write_align_config
 from tests.training.helpers import assert_same_weights, corrupt
 
 
 def _config(tmp_path: Path, model: Path) -> str:
-    path = tmp_path / "align.yaml"
-    path.write_text(f"""recipe: align
-run: {{name: a, output_dir: {tmp_path / 'runs'}, seed: 3, device: cpu, dtype: float32}}
-model: {{path: {model}}}
-reward: {{kind: bundled_text}}
-data: {{path: "bundled:text/prompts_train", max_rows: 8}}
-calibration: {{num_samples: 4, batch_prompts: 8}}
-transform: {{name: identity}}
-rollout: {{prompts_per_step: 2, n: 2, max_new_tokens: 4}}
-kl: {{beta: 0.1}}
-train: {{steps: 6, lr: 1.0e-3, schedule: linear, warmup_steps: 2}}
-checkpoint: {{every: 2, keep: 3}}
-""")
-    return str(path)
+    return str(write_align_config(tmp_path, model, "a",
+                                  train="{steps: 6, lr: 1.0e-3, schedule: linear, warmup_steps: 2}",
+                                  extra="checkpoint: {every: 2, keep: 3}\n"))
 
 
 def test_align_resume_skips_a_corrupt_newest_checkpoint_and_ends_the_same(tmp_path, tiny_llama_dir, run_cli):

@@ -56,3 +56,25 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return _run
+
+
+def _cpu_summary() -> str:
+    """The CPU model and the instruction sets that change numerics (int8 kernels differ with VNNI)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"cpu: {os.uname().machine} (no /proc/cpuinfo)"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
+    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
+    return f"cpu: {model}; {', '.join(wanted) or 'no avx2'}; torch dispatch {torch.backends.cpu.get_cpu_capability()}"
+
+
+def pytest_report_header(config) -> str:
+    """Which CPU the suite ran on, so a failure on one kind of machine can be told from another."""
+    return _cpu_summary()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The same CPU line at the end of the run, where ``-q`` output (``make test``) still shows it."""
+    terminalreporter.write_line(_cpu_summary())

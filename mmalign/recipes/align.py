@@ -227,8 +227,10 @@ def make_accelerator(cfg: AlignConfig) -> Accelerator:
     from mmalign.models.multimodal_loading import checkpoint_kind
 
     media = cfg.bandit is None and checkpoint_kind(cfg.model.path) != "text"
-    blockers = {"a bandit": cfg.bandit is not None, "LoRA": cfg.model.lora.enabled,
-                "quantisation": cfg.model.quantization != "none", "advantage.estimator gae": cfg.advantage.estimator == "gae"}
+    model = cfg.model  # None for a bandit
+    blockers = {"a bandit": cfg.bandit is not None, "LoRA": model is not None and model.lora.enabled,
+                "quantisation": model is not None and model.quantization != "none",
+                "advantage.estimator gae": cfg.advantage.estimator == "gae"}
     return accelerate_setup.make_accelerator(cpu=resolve_device(cfg.run.device).type == "cpu", find_unused_parameters=media,
                                              not_with_fsdp=[name for name, on in blockers.items() if on])
 

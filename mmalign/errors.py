@@ -17,11 +17,26 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    """An invalid configuration value, key or file."""
+    """An invalid configuration value, key or file. With ``key`` (a dotted config key, relative to
+    the section that raised it) and ``problem``, the message reads ``key: problem`` and the loader
+    can place the key in its file without reading the message back."""
+
+    def __init__(self, message: str = "", *, key: str | None = None, problem: str | None = None) -> None:
+        self.key, self.problem = key, problem if problem is not None else message
+        super().__init__(f"{key}: {self.problem}" if key is not None else message)
 
 
 class DataError(UserError):
     """A malformed or unusable data file."""
+
+
+class PromptError(UserError):
+    """Prompt ``index`` of a batch cannot be encoded; ``problem`` says why (the message reads
+    ``prompt <index> <problem>``), so a caller can name the prompt's source instead."""
+
+    def __init__(self, index: int, problem: str) -> None:
+        self.index, self.problem = index, problem
+        super().__init__(f"prompt {index} {problem}")
 
 
 class RunLockedError(UserError):

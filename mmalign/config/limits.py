@@ -27,5 +27,5 @@ def check_batch_tokens(what: str, **factors: int) -> None:
     keys = {k.replace("__", "."): v for k, v in factors.items()}
     lead = max(keys, key=lambda k: keys[k])
     shown = " x ".join(f"{k} ({v:,})" for k, v in keys.items())
-    raise ConfigError(f"{lead}: {shown} = {total:,} tokens in one {what}, above the limit of "
+    raise ConfigError(key=lead, problem=f"{shown} = {total:,} tokens in one {what}, above the limit of "
                       f"{MAX_BATCH_TOKENS:,} (mmalign.config.limits.MAX_BATCH_TOKENS); lower {lead}")

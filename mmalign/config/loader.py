@@ -294,11 +294,11 @@ def _validate_ranges(obj: Any, prefix: str, origins: _Origins, source: str) -> N
         try:
             check()
         except ConfigError as exc:
-            msg = str(exc)
-            key = msg.split(":", 1)[0].strip()
-            full = f"{prefix}.{key}" if prefix else key
+            if exc.key is None:
+                raise
+            full = f"{prefix}.{exc.key}" if prefix else exc.key
             where = origins.locate(full)
-            raise ConfigError(f"{where + ': ' if where else ''}{prefix + '.' if prefix else ''}{msg}") from None
+            raise ConfigError(f"{where + ': ' if where else ''}{full}: {exc.problem}") from None
 
 
 def load_config(path: str | Path | None, schema: type[T], overrides: Sequence[str] = ()) -> T:

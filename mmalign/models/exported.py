@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmalign.errors import UserError
+from mmalign.errors import PromptError, UserError
 from mmalign.models.continuations import PrefixCheck, score_continuations
 from mmalign.models.eval_tokens import model_window, prefix_token_id, tok_encode
 from mmalign.models.export_runtimes import (
@@ -117,11 +117,11 @@ class ExportedPolicy:
         for i, raw in enumerate(prompts):
             p = as_prompt(raw)
             if p.media:
-                raise UserError(f"prompt {i} has media items; an exported text model cannot take them")
+                raise PromptError(i, "has media items; an exported text model cannot take them")
             ids = prompt_token_ids(self.tokenizer, p, chat=chat)
             ids = ids or [self.prefix_token_id]
             if len(ids) + max_new_tokens > self.max_length:
-                raise UserError(f"prompt {i} has {len(ids)} tokens but at most {self.max_length - max_new_tokens} "
+                raise PromptError(i, f"has {len(ids)} tokens but at most {self.max_length - max_new_tokens} "
                                 f"fit (window {self.max_length} minus {max_new_tokens} new tokens)")
             out.append(ids)
         return out

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from mmalign.errors import ConfigError, DataError
+from mmalign.errors import ConfigError, DataError, PromptError
 from mmalign.models.policy import Prompt, SequenceBatch
 from mmalign.models.text import TextPolicy
 
@@ -56,14 +56,10 @@ def tokenize_examples(policy: TextPolicy, prompts: Sequence[str | Prompt], respo
     policy.max_prompt_tokens = max_seq_len - 1 if not saved else min(saved, max_seq_len - 1)
     try:
         prompt_ids = policy.encode_prompts(prompts, max_new_tokens=1)
-    except DataError:
-        raise
-    except Exception as exc:
-        msg = str(exc)
-        if sources is not None and msg.startswith("prompt "):
-            i = int(msg.split()[1])
-            raise DataError(f"{sources[i]}: {msg.split(' ', 2)[2]} (train.max_seq_len {max_seq_len})") from None
-        raise
+    except PromptError as exc:
+        if sources is None:
+            raise
+        raise DataError(f"{sources[exc.index]}: {exc.problem} (train.max_seq_len {max_seq_len})") from None
     finally:
         policy.max_prompt_tokens = saved
     out, cut = [], 0

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mmalign.config.schemas.sft import TRAINABLE_SCOPES
-from mmalign.errors import ConfigError, UserError
+from mmalign.errors import ConfigError, PromptError, UserError
 from mmalign.models.continuations import PrefixCheck, score_continuations
 from mmalign.models.eval_tokens import model_window, prefix_token_id, tok_encode
 from mmalign.models.hf_prefix import HFPrefixRuntime
@@ -116,16 +116,16 @@ class TextPolicy:
         for i, raw in enumerate(prompts):
             p = as_prompt(raw)
             if p.media:
-                raise UserError(f"prompt {i} has media items; a text policy cannot take them")
+                raise PromptError(i, "has media items; a text policy cannot take them")
             ids = prompt_token_ids(self.tokenizer, p, chat=chat)
             if not ids:
                 if self.tokenizer.bos_token_id is None:
-                    raise UserError(f"prompt {i} is empty and the tokenizer has no BOS token to start from")
+                    raise PromptError(i, "is empty and the tokenizer has no BOS token to start from")
                 ids = [self.tokenizer.bos_token_id]
             if len(ids) > limit:
                 if self.truncation == "error":
-                    raise UserError(
-                        f"prompt {i} has {len(ids)} tokens but at most {limit} fit (context "
+                    raise PromptError(
+                        i, f"has {len(ids)} tokens but at most {limit} fit (context "
                         f"{self.context_length} minus {max_new_tokens} new tokens); shorten it or set "
                         f"model.truncation=left")
                 msg = f"prompt {i}: {len(ids)} tokens truncated from the left to {limit}"
@@ -336,7 +336,7 @@ class TextPolicy:
         full = []
         for i, (p, pre) in enumerate(zip(prompt_ids, prefixes)):
             if len(p) + len(pre) > limit:
-                raise UserError(f"prompt {i} plus its {len(pre)}-token response prefix exceeds the context")
+                raise PromptError(i, f"plus its {len(pre)}-token response prefix exceeds the context")
             full.append(p + pre)
         ids, mask = self._left_pad(full)
         stop = tuple(s for s in stop if s)

@@ -37,11 +37,11 @@ class BanditConfig:
 
     def validate(self) -> None:
         if not self.prompts or not self.vocab:
-            raise ConfigError("prompts: a bandit needs at least one prompt and one vocab entry")
+            raise ConfigError(key="prompts", problem="a bandit needs at least one prompt and one vocab entry")
         for key in ("ref_logits", "rewards"):
             table = getattr(self, key)
             if len(table) != len(self.prompts) or any(len(row) != len(self.vocab) for row in table):
-                raise ConfigError(f"{key}: must have one row per prompt and one entry per vocab item "
+                raise ConfigError(key=key, problem=f"must have one row per prompt and one entry per vocab item "
                                   f"({len(self.prompts)} x {len(self.vocab)})")
 
 
@@ -153,34 +153,34 @@ class AlignConfig:
         if self.bandit is None:
             for key in ("model", "reward", "data"):
                 if getattr(self, key) is None:
-                    raise ConfigError(f"{key}: required (or give a 'bandit:' section instead of model/reward/data)")
+                    raise ConfigError(key=key, problem="required (or give a 'bandit:' section instead of model/reward/data)")
         elif self.model is not None:
-            raise ConfigError("bandit: give either a bandit or a model, not both")
+            raise ConfigError(key="bandit", problem="give either a bandit or a model, not both")
         tr = self.transform
         if tr.name in ("exp", "neg_exp") and tr.t is None:
-            raise ConfigError(f"transform.t: transform '{tr.name}' needs t (or use name: auto)")
+            raise ConfigError(key="transform.t", problem=f"transform '{tr.name}' needs t (or use name: auto)")
         if tr.name == "power" and tr.k is None:
-            raise ConfigError("transform.k: transform 'power' needs k")
+            raise ConfigError(key="transform.k", problem="transform 'power' needs k")
         if self.advantage.estimator in ("rloo", "group_norm") and self.rollout.n < 2:
-            raise ConfigError(f"rollout.n: advantage '{self.advantage.estimator}' needs at least 2 samples per prompt")
+            raise ConfigError(key="rollout.n", problem=f"advantage '{self.advantage.estimator}' needs at least 2 samples per prompt")
         if self.kl.mode == "reward_to_go" and self.advantage.estimator == "group_norm":
-            raise ConfigError("kl.mode: 'reward_to_go' needs advantage.estimator rloo or gae (group_norm "
+            raise ConfigError(key="kl.mode", problem="'reward_to_go' needs advantage.estimator rloo or gae (group_norm "
                               "normalises whole-sequence scores)")
         if self.kl.mode == "loss" and self.kl.estimator == "k1":
-            raise ConfigError("kl.estimator: k1 has zero expected gradient as a loss; use k2 (exact reverse-KL "
+            raise ConfigError(key="kl.estimator", problem="k1 has zero expected gradient as a loss; use k2 (exact reverse-KL "
                               "gradient) or k3, or kl.mode: reward")
         kl = self.kl
         if kl.beta_min is not None and kl.beta_max is not None and kl.beta_min > kl.beta_max:
-            raise ConfigError(f"kl.beta_min: {kl.beta_min} is above kl.beta_max ({kl.beta_max})")
+            raise ConfigError(key="kl.beta_min", problem=f"{kl.beta_min} is above kl.beta_max ({kl.beta_max})")
         if kl.beta is not None and ((kl.beta_min is not None and kl.beta < kl.beta_min)
                                     or (kl.beta_max is not None and kl.beta > kl.beta_max)):
-            raise ConfigError(f"kl.beta: {kl.beta} is outside [kl.beta_min, kl.beta_max]")
+            raise ConfigError(key="kl.beta", problem=f"{kl.beta} is outside [kl.beta_min, kl.beta_max]")
         if self.kl.beta is None and tr.name == "raw" and self.objective != "bond":
-            raise ConfigError("kl.beta: solving beta for kl.target needs a calibrated transform (not raw)")
+            raise ConfigError(key="kl.beta", problem="solving beta for kl.target needs a calibrated transform (not raw)")
         if self.objective == "bond" and tr.n < 2:
-            raise ConfigError("transform.n: BOND distils best-of-N with N >= 2")
+            raise ConfigError(key="transform.n", problem="BOND distils best-of-N with N >= 2")
         if self.objective == "bond" and self.calibration.num_samples < tr.n:
-            raise ConfigError("calibration.num_samples: BOND needs at least N reference samples per prompt")
+            raise ConfigError(key="calibration.num_samples", problem="BOND needs at least N reference samples per prompt")
         ro, cal = self.rollout, self.calibration
         check_batch_tokens("rollout", rollout__prompts_per_step=ro.prompts_per_step, rollout__n=ro.n,
                            rollout__max_new_tokens=ro.max_new_tokens)
@@ -192,7 +192,7 @@ class AlignConfig:
                                transform__n=tr.n, rollout__max_new_tokens=ro.max_new_tokens)
         rows = self.rollout.prompts_per_step * self.rollout.n
         if rows < self.train.minibatches * self.train.grad_accum:
-            raise ConfigError(f"train.minibatches: {rows} rows per step cannot fill {self.train.minibatches} minibatches "
+            raise ConfigError(key="train.minibatches", problem=f"{rows} rows per step cannot fill {self.train.minibatches} minibatches "
                               f"x {self.train.grad_accum} micro-batches")
         if len(self.train.adam_betas) != 2 or not all(0 <= b < 1 for b in self.train.adam_betas):
-            raise ConfigError("train.adam_betas: two numbers in [0, 1)")
+            raise ConfigError(key="train.adam_betas", problem="two numbers in [0, 1)")

@@ -38,6 +38,6 @@ class DataConfig:
 
         for key, column in self.fields.items():
             if key not in CANONICAL_FIELDS:
-                raise ConfigError(f"fields: unknown field '{key}' (known: {', '.join(CANONICAL_FIELDS)})")
+                raise ConfigError(key="fields", problem=f"unknown field '{key}' (known: {', '.join(CANONICAL_FIELDS)})")
             if not isinstance(column, str) or not column:
-                raise ConfigError(f"fields: the column for '{key}' must be a non-empty name")
+                raise ConfigError(key="fields", problem=f"the column for '{key}' must be a non-empty name")

@@ -42,7 +42,7 @@ class DecodeConfig:
 
     def validate(self) -> None:
         if self.decode.method != "sample" and self.reward is None:
-            raise ConfigError(f"reward: decode.method '{self.decode.method}' needs a reward section")
+            raise ConfigError(key="reward", problem=f"decode.method '{self.decode.method}' needs a reward section")
         d = self.decode
         check_batch_tokens("sampling call", decode__n=d.n, decode__batch_size=d.batch_size,
                            decode__max_new_tokens=d.max_new_tokens)

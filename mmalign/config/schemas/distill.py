@@ -38,7 +38,7 @@ class DistillConfig:
 
     def validate(self) -> None:
         if self.teacher.lora.enabled:
-            raise ConfigError("teacher.lora.enabled: the teacher is frozen; LoRA applies to the student (model.lora)")
+            raise ConfigError(key="teacher.lora.enabled", problem="the teacher is frozen; LoRA applies to the student (model.lora)")
         t = self.train
         check_batch_tokens("training batch", train__batch_size=t.batch_size, train__max_seq_len=t.max_seq_len)
         check_batch_tokens("evaluation batch", train__eval_batch_size=t.eval_batch_size,

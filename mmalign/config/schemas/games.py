@@ -33,12 +33,12 @@ class GameConfig:
         if self.name == "custom":
             for key in ("payoff1", "payoff2"):
                 if not _is_2x2(getattr(self, key)):
-                    raise ConfigError(f"{key}: a custom game needs a 2x2 payoff matrix, e.g. [[3, 0], [5, 1]]")
+                    raise ConfigError(key=key, problem="a custom game needs a 2x2 payoff matrix, e.g. [[3, 0], [5, 1]]")
                 bad = [v for row in getattr(self, key) for v in row if not math.isfinite(v)]
                 if bad:
-                    raise ConfigError(f"{key}: payoffs must be finite numbers, got {bad[0]}")
+                    raise ConfigError(key=key, problem=f"payoffs must be finite numbers, got {bad[0]}")
         elif self.payoff1 is not None or self.payoff2 is not None:
-            raise ConfigError("payoff1: payoff matrices are only used with name: custom")
+            raise ConfigError(key="payoff1", problem="payoff matrices are only used with name: custom")
 
 
 @dataclass
@@ -98,9 +98,9 @@ class SweepConfig:
     def validate(self) -> None:
         for key, values in self.grid.items():
             if key not in SWEEP_KEYS:
-                raise ConfigError(f"grid: cannot sweep '{key}' (sweepable: {', '.join(SWEEP_KEYS)})")
+                raise ConfigError(key="grid", problem=f"cannot sweep '{key}' (sweepable: {', '.join(SWEEP_KEYS)})")
             if not isinstance(values, list) or not values:
-                raise ConfigError(f"grid: '{key}' needs a non-empty list of values")
+                raise ConfigError(key="grid", problem=f"'{key}' needs a non-empty list of values")
 
 
 @dataclass
@@ -118,4 +118,4 @@ class GamesConfig:
 
     def validate(self) -> None:
         if self.run.dtype in ("bfloat16", "float16"):
-            raise ConfigError("run.dtype: games need float32 or auto (float64)")
+            raise ConfigError(key="run.dtype", problem="games need float32 or auto (float64)")

@@ -46,6 +46,6 @@ class MMLUEvalConfig:
 
     def validate(self) -> None:
         if not self.model:
-            raise ConfigError("model: required (a checkpoint directory, .onnx or .gguf); pass --model")
+            raise ConfigError(key="model", problem="required (a checkpoint directory, .onnx or .gguf); pass --model")
         if not self.data:
-            raise ConfigError("data: required (an MMLU CSV tree, JSONL or HF dataset); pass --data")
+            raise ConfigError(key="data", problem="required (an MMLU CSV tree, JSONL or HF dataset); pass --data")

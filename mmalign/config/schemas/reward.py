@@ -61,10 +61,10 @@ class RewardConfig:
 
     def validate(self) -> None:
         if self.kind == "hf_classifier" and not self.path:
-            raise ConfigError("path: an hf_classifier reward needs a model directory or hub id")
+            raise ConfigError(key="path", problem="an hf_classifier reward needs a model directory or hub id")
         if self.kind == "python" and not self.function:
-            raise ConfigError("function: a python reward needs 'package.module:function' or 'file.py:function'")
+            raise ConfigError(key="function", problem="a python reward needs 'package.module:function' or 'file.py:function'")
         if self.kind == "rules" and not self.rules:
-            raise ConfigError("rules: a rules reward needs at least one rule")
+            raise ConfigError(key="rules", problem="a rules reward needs at least one rule")
         if self.kind == "ensemble" and not self.components:
-            raise ConfigError("components: an ensemble reward needs at least one component")
+            raise ConfigError(key="components", problem="an ensemble reward needs at least one component")

@@ -24,9 +24,9 @@ class ToyRewardModelConfig:
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"hidden_size: must be divisible by num_heads ({self.num_heads})")
+            raise ConfigError(key="hidden_size", problem=f"must be divisible by num_heads ({self.num_heads})")
         if self.num_heads % self.num_kv_heads:
-            raise ConfigError(f"num_kv_heads: must divide num_heads ({self.num_heads})")
+            raise ConfigError(key="num_kv_heads", problem=f"must divide num_heads ({self.num_heads})")
 
 
 @dataclass

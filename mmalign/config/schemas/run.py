@@ -24,7 +24,7 @@ class RunConfig:
     def validate(self) -> None:
         problem = run_name_problem(self.name)
         if problem is not None:  # a run name is one directory inside output_dir, never a path
-            raise ConfigError(f"name: {problem}")
+            raise ConfigError(key="name", problem=f"{problem}")
 
 
 @dataclass

@@ -64,11 +64,11 @@ class WinrateConfig:
 
     def validate(self) -> None:
         if not self.procedures:
-            raise ConfigError("procedures: list at least one procedure")
+            raise ConfigError(key="procedures", problem="list at least one procedure")
         check_batch_tokens("sampling call", batch_prompts=self.batch_prompts,
                            samples_per_prompt=self.samples_per_prompt,
                            sampling__max_new_tokens=self.sampling.max_new_tokens)
         biggest = max(p.n for p in self.procedures)
         if self.samples_per_prompt < biggest:
-            raise ConfigError(f"samples_per_prompt: must be >= the largest procedure n ({biggest}), "
+            raise ConfigError(key="samples_per_prompt", problem=f"must be >= the largest procedure n ({biggest}), "
                               f"got {self.samples_per_prompt}")

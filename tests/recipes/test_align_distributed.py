@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.models.multimodal.toy_policy import save_toy_media_policy
 from tests.recipes.align_configs import write_align_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,33 +241,8 @@ def _fsdp2_worker(model_dir: str, out: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # a multimodal policy under DDP
 # ---------------------------------------------------------------------------------------------
-VISION = {"model": {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8,
-                                                    "head_width": 32},
-                    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}},
-          "num_tokens": 4, "projector": "mlp", "num_frames": 3}
-AUDIO = {"encoder": {"n_mels": 32, "width": 64, "layers": 2, "heads": 2, "pool": 4}, "projector": "linear"}
 
 
-def _media_policy(out: Path) -> Path:
-    """A toy vision + audio policy (tiny Llama, toy ViT, toy audio encoder), saved."""
-    from transformers import LlamaForCausalLM
-
-    from mmalign.models.multimodal import MultimodalPolicy
-    from mmalign.models.multimodal_loading import attach_media
-    from mmalign.models.toy import (
-        DEFAULT_CHAT_TEMPLATE,
-        SAMPLE_TEXT,
-        tiny_llama_config,
-        train_bpe_tokenizer,
-    )
-
-    tok = train_bpe_tokenizer(SAMPLE_TEXT * 10, vocab_size=320, chat_template=DEFAULT_CHAT_TEMPLATE,
-                              extra_special_tokens=["<image>", "<audio>", "<video>"])
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(tiny_llama_config(len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                            pad_token_id=tok.pad_token_id))
-    MultimodalPolicy(attach_media(lm, tok, {"vision": VISION, "audio": AUDIO}), tok).save(out)
-    return out
 
 
 @pytest.mark.slow
@@ -278,7 +254,7 @@ def test_a_multimodal_policy_trains_under_ddp_on_two_processes(tmp_path):
     from PIL import Image
     from safetensors.torch import load_file
 
-    model = _media_policy(tmp_path / "policy")
+    model = save_toy_media_policy(tmp_path / "policy")
     rows = []
     for i, (name, rgb) in enumerate([("red", (220, 30, 30)), ("blue", (30, 30, 220))] * 2):
         Image.new("RGB", (32, 32), rgb).save(tmp_path / f"{name}.png")

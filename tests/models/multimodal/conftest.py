@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-VISION = {
-    "model": {"embed_dim": 32,
-              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-              "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}},
-    "num_tokens": 4, "projector": "mlp", "num_frames": 3,
-}
-AUDIO = {"encoder": {"n_mels": 32, "width": 64, "layers": 2, "heads": 2, "pool": 4}, "projector": "linear"}
+from tests.models.multimodal.toy_policy import save_toy_media_policy
 
 
 @pytest.fixture(scope="session")
@@ -41,26 +35,7 @@ def media_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mm_policy_dir(tmp_path_factory) -> Path:
     """A toy vision+audio policy (tiny Llama + toy ViT + toy audio encoder), saved."""
-    from transformers import LlamaForCausalLM
-
-    from mmalign.models.multimodal import MultimodalPolicy
-    from mmalign.models.multimodal_loading import attach_media
-    from mmalign.models.toy import (
-        DEFAULT_CHAT_TEMPLATE,
-        SAMPLE_TEXT,
-        tiny_llama_config,
-        train_bpe_tokenizer,
-    )
-
-    tok = train_bpe_tokenizer(SAMPLE_TEXT * 10, vocab_size=320, chat_template=DEFAULT_CHAT_TEMPLATE,
-                              extra_special_tokens=["<image>", "<audio>", "<video>"])
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(tiny_llama_config(len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                            pad_token_id=tok.pad_token_id))
-    model = attach_media(lm, tok, {"vision": VISION, "audio": AUDIO})
-    out = tmp_path_factory.mktemp("mm_policy")
-    MultimodalPolicy(model, tok).save(out)
-    return out
+    return save_toy_media_policy(tmp_path_factory.mktemp("mm_policy"))
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ Python API (what the trainer and the evaluators import):
 ``get_procedure(name, n)``
     standard / bon / won: win-rate functional on a grid and ``select`` on sampled rewards.
 ``beta_for_kl(transform, kl)``, ``kl_divergence(transform, beta)``, ``win_rate(transform, beta, procedure, n)``
-    exact calculus of a tilt.
+    exact calculus of a tilt; ``beta_for_raw_reward(spread, kl)`` scales the identity tilt's
+    :math:`\beta` to an uncalibrated reward's spread (raw RLHF's initial :math:`\beta`).
 ``best_t(procedure, n, kl)``
     best t of exp (BoN) / neg_exp (WoN) at a KL; returns a ``TunedTransform`` with ``.transform``
     (t in ``.transform.t``), ``.beta`` and ``.win_rate``.
@@ -42,7 +43,8 @@ from mmalign.align.transforms import ALL_TRANSFORMS, TRANSFORMS, Transform, get_
 # imported on first use (a name here must not be a submodule's): the calculus needs scipy, calibration and scores need torch (so that the
 # config schemas and the CLI can read the registries above cheaply)
 _LAZY = {name: "analytic" for name in (
-    "BestOfNOptimum", "OptimalPolicy", "TunedTransform", "best_of_n_optimum", "best_t", "beta_for_kl", "evaluate",
+    "BestOfNOptimum", "OptimalPolicy", "TunedTransform", "best_of_n_optimum", "best_t", "beta_for_kl",
+    "beta_for_raw_reward", "evaluate",
     "kl_divergence", "make_grid", "optimal_policy", "optimal_transform", "policy_at_kl", "robust_t", "win_rate")}
 _LAZY |= {"calibrate": "calibration", "Scores": "scores", "bond_log_ratio": "scores",
           "calibrated_rewards": "scores", "score": "scores", "transformed": "scores"}
@@ -71,6 +73,7 @@ __all__ = [
     "best_t",
     "robust_t",
     "beta_for_kl",
+    "beta_for_raw_reward",
     "bond_log_ratio",
     "calibrate",
     "calibrated_rewards",

@@ -193,6 +193,22 @@ def beta_for_kl(transform: Transform | np.ndarray, kl: float, grid: Grid | None 
     return math.exp(brentq(f, a, b, xtol=1e-12, rtol=1e-12))
 
 
+def beta_for_raw_reward(spread: float, kl: float, grid: Grid | None = None) -> float:
+    r"""An initial :math:`\beta` for KL-regularised RL on an uncalibrated reward at KL budget ``kl``.
+
+    ``spread``: the raw reward's standard deviation under the reference, averaged over prompts.
+    If the raw reward were :math:`r = a(x) + s\,c(x, y)`, one scale :math:`s` on every prompt, its
+    tilt at :math:`\beta = s\,\beta_c` (:math:`\beta_c` the identity tilt's at ``kl``) would be
+    the identity tilt exactly; :math:`s = \sqrt{12}\cdot` spread, since a calibrated reward's
+    standard deviation is :math:`1/\sqrt{12}`. Real rewards are not that, so this is where the KL
+    controller starts, not where it ends.
+    """
+    if not math.isfinite(spread) or spread <= 0:
+        raise UserError(f"the raw reward does not vary under the reference (spread {spread:g}): "
+                        "no beta can be scaled to it; set kl.beta")
+    return math.sqrt(12.0) * spread * beta_for_kl(get_transform("identity"), kl, grid)
+
+
 def policy_at_kl(transform: Transform | np.ndarray, kl: float, grid: Grid | None = None) -> Tilt:
     """The tilt by ``transform`` whose KL is ``kl``."""
     grid = grid or make_grid()

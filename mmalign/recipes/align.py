@@ -38,7 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mmalign.align import beta_for_kl, get_procedure, get_transform, optimal_transform, robust_t
+from mmalign.align import (
+    beta_for_kl,
+    beta_for_raw_reward,
+    get_procedure,
+    get_transform,
+    optimal_transform,
+    robust_t,
+)
 from mmalign.align.scores import Scores, score
 from mmalign.config import to_yaml
 from mmalign.config.schemas.align import AlignConfig
@@ -117,7 +124,7 @@ def choose_transform(cfg: AlignConfig):
         if beta is None:  # BOND's score (N-1) log c at beta is the log tilt at beta / (N-1)
             beta = (tr.n - 1) * beta_for_kl(get_transform("log"), cfg.kl.target)
         return None, beta
-    if tr.name == "raw":
+    if tr.name == "raw":  # beta None: scaled to the raw reward's spread once it is known (raw_beta)
         return None, beta
     if tr.name == "auto":
         tuned = robust_t(tr.procedure, tr.n, cfg.kl.target, tr.t_tolerance)
@@ -269,7 +276,7 @@ def open_run(cfg: AlignConfig, accelerator, *, overwrite: bool, resume: bool) ->
     return run, Path(cfg.run.output_dir) / cfg.run.name
 
 
-def build_training(cfg: AlignConfig, task: Task, accelerator, beta0: float | None, note) -> Training:
+def build_training(cfg: AlignConfig, task: Task, accelerator, beta0: float, note) -> Training:
     """Value model (GAE), AdamW, the policy prepared for accelerate, LR schedule, KL controller."""
     value_model = None
     if cfg.advantage.estimator == "gae":
@@ -290,13 +297,12 @@ def build_training(cfg: AlignConfig, task: Task, accelerator, beta0: float | Non
     params = task.policy.trainable_parameters()  # FSDP2 shards in place: the parameters are new (DTensor)
     scheduler = make_scheduler(getattr(optimizer, "optimizer", optimizer), tr.schedule, warmup_steps=tr.warmup_steps,
                                total_steps=tr.steps)
-    beta0 = beta0 if beta0 is not None else 1.0
     try:
         kl_ctl = make_kl_controller(cfg.kl.controller, beta0, cfg.kl.target, cfg.kl.horizon, beta_min=cfg.kl.beta_min,
                                     beta_max=cfg.kl.beta_max, warmup=cfg.kl.warmup_steps)
     except ValueError as exc:
         raise ConfigError(f"kl.beta_min: {exc}") from None
-    if cfg.kl.beta is None:
+    if cfg.kl.beta is None and not (cfg.transform.name == "raw" and cfg.objective != "bond"):
         note("beta %.4g solved for kl.target %.3g", beta0, cfg.kl.target)
     value_params = list(accelerator.unwrap_model(value_model).parameters()) if value_model is not None else []
     ckpt_groups = {"policy": params} | ({"value": value_params} if value_model is not None else {})
@@ -321,6 +327,16 @@ def calibration(cfg: AlignConfig, task: Task, reference, run_path: Path, acceler
     note("calibration: %d prompts x K=%d in %.1fs", len(ref_rewards), cfg.calibration.num_samples,
          time.perf_counter() - t0)
     return ref_rewards
+
+
+def raw_beta(cfg: AlignConfig, ref_rewards: list[torch.Tensor], note) -> float:
+    """Raw RLHF's initial beta with ``kl.beta: null``: the identity tilt's beta at ``kl.target``
+    scaled to the raw reward's spread under the reference (:func:`mmalign.align.beta_for_raw_reward`)."""
+    spread = float(torch.stack([r.double().std(unbiased=False) for r in ref_rewards]).mean())
+    beta = beta_for_raw_reward(spread, cfg.kl.target)
+    note("beta %.4g: the identity tilt's beta at kl.target %.3g scaled to the raw reward's spread %.4g",
+         beta, cfg.kl.target, spread)
+    return beta
 
 
 def resume_from_checkpoint(run: RunDir | None, run_path: Path, training: Training, resume: bool, note) -> int:
@@ -449,13 +465,14 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
     task = build_task(cfg, accelerate_setup.run_device(accelerator))
     policy, reference = task.policy, task.policy.reference()
     phi, beta0 = choose_transform(cfg)
+    bond_n = cfg.transform.n if cfg.objective == "bond" else None
+    # 1. calibrate: K reference rewards per prompt (the raw reward needs them only to scale beta)
+    calibrated = phi is not None or bond_n is not None
+    ref_rewards = calibration(cfg, task, reference, run_path, accelerator, note) if calibrated or beta0 is None else None
+    if beta0 is None:  # raw reward, kl.beta null: scaled to its spread under the reference
+        beta0, ref_rewards = raw_beta(cfg, ref_rewards, note), None
     training = build_training(cfg, task, accelerator, beta0, note)
     settings = update_settings(cfg)
-    bond_n = cfg.transform.n if cfg.objective == "bond" else None
-
-    # 1. calibrate: K reference rewards per prompt (not needed for the raw reward)
-    calibrated = phi is not None or bond_n is not None
-    ref_rewards = calibration(cfg, task, reference, run_path, accelerator, note) if calibrated else None
     start = resume_from_checkpoint(run, run_path, training, resume, note)
 
     sampling = {"max_new_tokens": ro.max_new_tokens, "temperature": ro.temperature, "top_p": ro.top_p, "top_k": ro.top_k}

@@ -176,6 +176,29 @@ def test_bond_without_beta_starts_at_the_tilt_whose_kl_is_the_target():
         assert kl_divergence(get_transform("log"), beta / 3) == pytest.approx(target, rel=1e-3)
 
 
+def test_raw_reward_without_beta_starts_at_the_identity_beta_scaled_to_its_spread(tmp_path, tiny_llama_dir, run_cli):
+    """kl.beta: null for the raw reward: the recipe draws the K reference samples anyway and starts
+    beta at sqrt(12) x (mean per-prompt standard deviation of the raw reward) x the identity
+    tilt's beta at kl.target (exact if the raw reward were an affine map of c with one scale)."""
+    from mmalign.align import beta_for_kl, get_transform
+
+    cfg = write_align_config(tmp_path, tiny_llama_dir, "raw_null",
+                             kl="{beta: null, controller: adaptive, target: 0.5, warmup_steps: 5}",
+                             train="{steps: 2, lr: 1.0e-3}")
+    cfg.write_text(cfg.read_text().replace("{name: identity}", "{name: raw}")
+                   .replace("{kind: bundled_text}", "{kind: bundled_style}"))  # a reward that varies
+    code, _, err = run_cli("align", str(cfg), "-q")
+    assert code == 0, err
+    store = load_file(str(tmp_path / "runs" / "raw_null" / "calibration.safetensors"))
+    offsets, values = store["offsets"].tolist(), store["values"]
+    per_prompt = [values[a:b] for a, b in zip(offsets, offsets[1:])]
+    assert len(per_prompt) == 8 and all(len(v) == 4 for v in per_prompt)
+    spread = float(torch.stack([v.std(unbiased=False) for v in per_prompt]).mean())
+    assert spread > 0
+    expected = 12 ** 0.5 * spread * beta_for_kl(get_transform("identity"), 0.5)
+    assert _metrics(tmp_path, "raw_null")[0]["beta"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_align_plots_its_curves_and_summarises_first_and_last_tenth(tmp_path, tiny_llama_dir, run_cli):
     cfg = _config(tmp_path, tiny_llama_dir, "curves")
     code, out, err = run_cli("align", str(cfg), "train.steps=20", "-q")

@@ -175,8 +175,6 @@ class AlignConfig:
         if kl.beta is not None and ((kl.beta_min is not None and kl.beta < kl.beta_min)
                                     or (kl.beta_max is not None and kl.beta > kl.beta_max)):
             raise ConfigError(key="kl.beta", problem=f"{kl.beta} is outside [kl.beta_min, kl.beta_max]")
-        if self.kl.beta is None and tr.name == "raw" and self.objective != "bond":
-            raise ConfigError(key="kl.beta", problem="solving beta for kl.target needs a calibrated transform (not raw)")
         if self.objective == "bond" and tr.n < 2:
             raise ConfigError(key="transform.n", problem="BOND distils best-of-N with N >= 2")
         if self.objective == "bond" and self.calibration.num_samples < tr.n:

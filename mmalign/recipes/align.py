@@ -291,7 +291,7 @@ def build_training(cfg: AlignConfig, task: Task, accelerator, beta0: float, note
     groups = [{"params": params, "lr": tr.lr}]
     if value_model is not None:
         groups.append({"params": list(value_model.parameters()), "lr": tr.value_lr or tr.lr})
-    optimizer = torch.optim.AdamW(groups, lr=tr.lr, betas=tuple(tr.adam_betas), weight_decay=tr.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=tr.lr, betas=tuple(tr.adam_betas), eps=tr.adam_eps, weight_decay=tr.weight_decay)
     optimizer, *prepared = task.policy.prepare(accelerator, optimizer, *([value_model] if value_model is not None else []))
     value_model = prepared[0] if prepared else None
     params = task.policy.trainable_parameters()  # FSDP2 shards in place: the parameters are new (DTensor)

@@ -199,6 +199,18 @@ def test_raw_reward_without_beta_starts_at_the_identity_beta_scaled_to_its_sprea
     assert _metrics(tmp_path, "raw_null")[0]["beta"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_adam_eps_reaches_the_optimizer_and_a_bad_one_is_one_line(tmp_path, tiny_llama_dir, run_cli):
+    cfg = write_align_config(tmp_path, tiny_llama_dir, "eps", train="{steps: 2, lr: 1.0e-3, adam_eps: 1.0e-5}",
+                             extra="checkpoint: {every: 2, keep: 1}\n")
+    code, _, err = run_cli("align", str(cfg), "-q")
+    assert code == 0, err
+    state = torch.load(tmp_path / "runs/eps/checkpoints/step-00000002/optimizer.pt", weights_only=True)
+    assert [g["eps"] for g in state["param_groups"]] == [1.0e-5]
+    code, _, err = run_cli("align", str(cfg), "train.adam_eps=0", "--overwrite", "-q")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "train.adam_eps" in lines[0] and "Traceback" not in err, err
+
+
 def test_align_plots_its_curves_and_summarises_first_and_last_tenth(tmp_path, tiny_llama_dir, run_cli):
     cfg = _config(tmp_path, tiny_llama_dir, "curves")
     code, out, err = run_cli("align", str(cfg), "train.steps=20", "-q")

@@ -21,10 +21,10 @@ LABELS = {"raw": "raw RLHF", "ctrl-identity": "CTRL-identity", "ctrl-exp": "CTRL
           "bond": "BOND/vBoN (bo4)", "ctrl-neg-exp": "CTRL-neg_exp (wo4)"}
 
 
-def _run(out: Path, doc: Path, cwd: Path) -> subprocess.CompletedProcess:
+def _run(out: Path, doc: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), MPLBACKEND="Agg",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--doc", str(doc)],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--doc", str(doc), *extra],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -132,15 +132,21 @@ def test_quick_study_writes_doc_tables_plots_and_results(tmp_path: Path) -> None
         assert f"(infalign_bundled/{name})" in text
     assert str(tmp_path) not in text and "/tmp" not in text
 
-    # rerun: finished runs are reused, a run whose snapshot no longer matches is rerun (with its
-    # evaluations), and a hand-written reading is kept
+    # rerun, two runs at a time (subprocesses): finished runs are reused, a run whose snapshot no
+    # longer matches is rerun (with its evaluations), and a hand-written reading is kept
     doc.write_text(text.replace("<!-- reading:begin -->\n", "<!-- reading:begin -->\nMy reading.\n"))
     snap = out / "runs" / points["raw"]["run"] / "config.yaml"
     snap.write_text(snap.read_text().replace("seed: 0", "seed: 7", 1))
-    proc = _run(out, doc, tmp_path)
+    before = {m: p["evals"]["train"]["kl"] for m, p in points.items() if m != "raw"}
+    proc = _run(out, doc, tmp_path, "--jobs", "2")
     assert "reusing the study's SFT reference" in proc.stdout
     aligned = re.findall(r"\$ mmalign align configs/reproduce/(\S+)\.yaml", proc.stdout)
     assert aligned == ["raw"], aligned
     assert len(re.findall(r"\$ mmalign evaluate winrate", proc.stdout)) == 2
     assert proc.stdout.count("reusing ") >= 1 + 4 + 8
     assert "My reading." in doc.read_text()
+    again = json.loads((doc.parent / "infalign_bundled" / "results.json").read_text())
+    assert [p["method"] for p in again["points"]] == [p["method"] for p in results["points"]]  # the study's order
+    assert {p["method"]: p["evals"]["train"]["kl"] for p in again["points"] if p["method"] != "raw"} == before
+    assert again["info"]["jobs"] == 2 and "--jobs 2" in again["info"]["command"]
+    assert "raw reward's spread" in doc.read_text()  # raw RLHF's initial beta rule

@@ -105,6 +105,7 @@ class TrainConfig:
     value_lr: float | None = field(default=None, metadata={"gt": 0, "le": 1e12})
     weight_decay: float = field(default=0.0, metadata={"ge": 0})
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = field(default=1e-8, metadata={"gt": 0, "le": 1.0})  # AdamW eps (torch default)
     schedule: str = field(default="constant", metadata={"choices": SCHEDULES})
     warmup_steps: int = field(default=0, metadata={"ge": 0})
     epochs: int = field(default=1, metadata={"ge": 1})  # passes over each rollout batch

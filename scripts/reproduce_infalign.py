@@ -2,6 +2,7 @@
 
     python scripts/reproduce_infalign.py            # the full study: 5 methods x 3 KL budgets x 3 seeds
     python scripts/reproduce_infalign.py --quick    # a tiny smoke version (~3 min on 2 cores)
+    python scripts/reproduce_infalign.py --jobs 2   # two runs at a time, one thread each (faster on 2 cores)
 
 1. Reference: a toy-width Nano (`mmalign zoo init nano`, tokenizer trained on the bundled SFT
    text), supervised fine-tuned on the bundled task (`mmalign sft configs/reproduce/sft_nano.yaml`),
@@ -795,7 +796,7 @@ def _strip_per_prompt(points: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command line: --quick, --out, --doc, --budgets, --seeds, --methods, --fresh."""
+    """Command line: --quick, --out, --doc, --budgets, --seeds, --methods, --fresh, --jobs."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny smoke version: 1 KL budget, 1 seed, a few steps")

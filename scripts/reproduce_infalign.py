@@ -871,8 +871,9 @@ def run_study(out: Path, args: argparse.Namespace) -> list[dict]:
     todo = [(seed, kl, method) for seed in args.seed_list for kl in args.budget_list for method in args.method_list]
     if JOBS == 1:  # in this process, on its main thread (the CLI installs signal handlers)
         return [one(*job) for job in todo]
+    first = one(*todo[0])  # alone: it fills the study's calibration store, which the others then read
     with ThreadPoolExecutor(max_workers=JOBS) as pool:  # results in the order above, whatever finishes first
-        return list(pool.map(lambda job: one(*job), todo))
+        return [first, *pool.map(lambda job: one(*job), todo[1:])]
 
 
 def summarise(points: list[dict], budgets: list[float], reps: int) -> tuple[list[dict], list[dict], list[dict]]:

@@ -302,8 +302,6 @@ def build_training(cfg: AlignConfig, task: Task, accelerator, beta0: float, note
                                     beta_max=cfg.kl.beta_max, warmup=cfg.kl.warmup_steps)
     except ValueError as exc:
         raise ConfigError(f"kl.beta_min: {exc}") from None
-    if cfg.kl.beta is None and not (cfg.transform.name == "raw" and cfg.objective != "bond"):
-        note("beta %.4g solved for kl.target %.3g", beta0, cfg.kl.target)
     value_params = list(accelerator.unwrap_model(value_model).parameters()) if value_model is not None else []
     ckpt_groups = {"policy": params} | ({"value": value_params} if value_model is not None else {})
     return Training(optimizer, scheduler, kl_ctl, value_model, params + value_params, ckpt_groups)
@@ -471,6 +469,8 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
     ref_rewards = calibration(cfg, task, reference, run_path, accelerator, note) if calibrated or beta0 is None else None
     if beta0 is None:  # raw reward, kl.beta null: scaled to its spread under the reference
         beta0, ref_rewards = raw_beta(cfg, ref_rewards, note), None
+    elif cfg.kl.beta is None:
+        note("beta %.4g solved for kl.target %.3g", beta0, cfg.kl.target)
     training = build_training(cfg, task, accelerator, beta0, note)
     settings = update_settings(cfg)
     start = resume_from_checkpoint(run, run_path, training, resume, note)

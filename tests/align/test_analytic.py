@@ -160,14 +160,17 @@ def test_best_of_n_optimum_for_four():
 
 
 def test_raw_reward_beta_makes_an_affine_raw_reward_tilt_the_identity_tilt():
-    """r = a + s·c with c ~ U[0, 1] has standard deviation s/sqrt(12); at beta_for_raw_reward its
-    tilt exp(r/beta) is the identity tilt at the target KL."""
-    from mmalign.align import beta_for_kl, beta_for_raw_reward, get_transform, kl_divergence
+    """r = a + s·c with c ~ U[0, 1]: at beta_for_raw_reward(std of r, kl) the tilt exp(r/beta) of
+    the uniform reference has KL = kl, computed here directly on a fine grid of c."""
+    from mmalign.align import beta_for_raw_reward
 
-    for scale, kl in ((1.0, 0.25), (40.0, 1.0), (0.01, 0.5)):
-        beta = beta_for_raw_reward(scale / math.sqrt(12.0), kl)
-        assert beta == pytest.approx(scale * beta_for_kl(get_transform("identity"), kl), rel=1e-9)
-        assert kl_divergence(get_transform("identity"), beta / scale) == pytest.approx(kl, rel=1e-3)
+    c = (np.arange(200_000) + 0.5) / 200_000
+    for offset, scale, kl in ((3.0, 1.0, 0.25), (-7.0, 40.0, 1.0), (0.0, 0.01, 0.5)):
+        r = offset + scale * c
+        beta = beta_for_raw_reward(float(r.std()), kl)
+        log_q = (r - r.max()) / beta
+        q = np.exp(log_q) / np.exp(log_q).mean()  # tilted density over the uniform reference
+        assert float(np.mean(q * np.log(q))) == pytest.approx(kl, rel=2e-3)
     for bad in (0.0, float("nan")):
         with pytest.raises(UserError, match="does not vary"):
             beta_for_raw_reward(bad, 0.5)

@@ -124,7 +124,7 @@ def choose_transform(cfg: AlignConfig):
         if beta is None:  # BOND's score (N-1) log c at beta is the log tilt at beta / (N-1)
             beta = (tr.n - 1) * beta_for_kl(get_transform("log"), cfg.kl.target)
         return None, beta
-    if tr.name == "raw":  # beta None: scaled to the raw reward's spread once it is known (raw_beta)
+    if tr.name == "raw":  # beta None: scaled to the raw reward's spread once it is known (starting_beta)
         return None, beta
     if tr.name == "auto":
         tuned = robust_t(tr.procedure, tr.n, cfg.kl.target, tr.t_tolerance)
@@ -327,9 +327,15 @@ def calibration(cfg: AlignConfig, task: Task, reference, run_path: Path, acceler
     return ref_rewards
 
 
-def raw_beta(cfg: AlignConfig, ref_rewards: list[torch.Tensor], note) -> float:
-    """Raw RLHF's initial beta with ``kl.beta: null``: the identity tilt's beta at ``kl.target``
-    scaled to the raw reward's spread under the reference (:func:`mmalign.align.beta_for_raw_reward`)."""
+def starting_beta(cfg: AlignConfig, beta0: float | None, ref_rewards: list[torch.Tensor] | None, note) -> float:
+    """The KL controller's initial beta: ``beta0`` from :func:`choose_transform` (logged when solved
+    for ``kl.target``), or for the raw reward with ``kl.beta: null`` the identity tilt's beta at
+    ``kl.target`` scaled to the raw reward's spread under the reference
+    (:func:`mmalign.align.beta_for_raw_reward`)."""
+    if beta0 is not None:
+        if cfg.kl.beta is None:
+            note("beta %.4g solved for kl.target %.3g", beta0, cfg.kl.target)
+        return beta0
     spread = float(torch.stack([r.double().std(unbiased=False) for r in ref_rewards]).mean())
     beta = beta_for_raw_reward(spread, cfg.kl.target)
     note("beta %.4g: the identity tilt's beta at kl.target %.3g scaled to the raw reward's spread %.4g",
@@ -467,10 +473,8 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
     # 1. calibrate: K reference rewards per prompt (the raw reward needs them only to scale beta)
     calibrated = phi is not None or bond_n is not None
     ref_rewards = calibration(cfg, task, reference, run_path, accelerator, note) if calibrated or beta0 is None else None
-    if beta0 is None:  # raw reward, kl.beta null: scaled to its spread under the reference
-        beta0, ref_rewards = raw_beta(cfg, ref_rewards, note), None
-    elif cfg.kl.beta is None:
-        note("beta %.4g solved for kl.target %.3g", beta0, cfg.kl.target)
+    beta0 = starting_beta(cfg, beta0, ref_rewards, note)
+    ref_rewards = ref_rewards if calibrated else None
     training = build_training(cfg, task, accelerator, beta0, note)
     settings = update_settings(cfg)
     start = resume_from_checkpoint(run, run_path, training, resume, note)

@@ -155,12 +155,12 @@ class MultimodalPolicy(TextPolicy):
         return batch
 
     # ----------------------------------------------------------------- forward passes
-    def logits(self, batch: SequenceBatch) -> torch.Tensor:
+    def _full_logits(self, batch: SequenceBatch) -> torch.Tensor:
         index = batch.prompt_index.tolist()
         used = sorted(set(index))  # encode only the prompts these rows belong to, once each
         position = {p: j for j, p in enumerate(used)}
         with self._media_call([batch.prompts[p] for p in used], rows=[position[p] for p in index]):
-            return super().logits(batch)
+            return super()._full_logits(batch)
 
     def _prefix_inputs(self, batch: SequenceBatch, first: torch.Tensor):
         # the shared-prefix prompt pass of score(): one forward row per distinct prompt, so its

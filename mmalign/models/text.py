@@ -184,8 +184,20 @@ class TextPolicy:
             stack.enter_context(self.model.disable_adapter())
         return stack
 
-    def logits(self, batch: SequenceBatch) -> torch.Tensor:
-        """Logits [R, T, V] predicting each response token (differentiable unless frozen)."""
+    def logits(self, batch: SequenceBatch, *, shared_prefix: bool | None = None) -> torch.Tensor:
+        """Logits [R, T, V] predicting each response token (differentiable unless frozen).
+
+        Rows that share a prompt (``prompt_index``) forward it once and reuse its KV cache
+        (:meth:`_shared_prefix_logits`); ``shared_prefix=False`` (or the module-level
+        ``SHARED_PREFIX_SCORING = False``) forces one full-sequence pass per row."""
+        use = SHARED_PREFIX_SCORING if shared_prefix is None else shared_prefix
+        groups = self._prefix_groups(batch) if use else None
+        if groups is not None:
+            return self._shared_prefix_logits(batch, *groups)
+        return self._full_logits(batch)
+
+    def _full_logits(self, batch: SequenceBatch) -> torch.Tensor:
+        """:meth:`logits` with one full-sequence pass per row."""
         ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1).to(self.device)
         mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).to(self.device)
         steps = batch.response_ids.shape[1]
@@ -252,7 +264,7 @@ class TextPolicy:
                                  use_cache=True, logits_to_keep=1)  # the model makes a DynamicCache
             cache = getattr(out, "cache", None)
             if cache is None:  # a model that returned no cache: score the rows in full
-                return self.logits(batch)
+                return self._full_logits(batch)
             head = out.logits[:, -1:][inverse]
             if steps == 1:
                 return head
@@ -266,17 +278,9 @@ class TextPolicy:
 
     def score(self, batch: SequenceBatch, *, temperature: float = 1.0,
               shared_prefix: bool | None = None) -> torch.Tensor:
-        """Per-token log-probs [R, T] of the batch's responses (0 on padding).
-
-        Rows that share a prompt (``prompt_index``) forward it once and reuse its KV cache
-        (:meth:`_shared_prefix_logits`); ``shared_prefix=False`` (or the module-level
-        ``SHARED_PREFIX_SCORING = False``) forces one full-sequence pass per row."""
-        use = SHARED_PREFIX_SCORING if shared_prefix is None else shared_prefix
-        groups = self._prefix_groups(batch) if use else None
-        if groups is not None:
-            logits = self._shared_prefix_logits(batch, *groups).float()
-        else:
-            logits = self.logits(batch).float()
+        """Per-token log-probs [R, T] of the batch's responses (0 on padding); ``shared_prefix`` as
+        in :meth:`logits`."""
+        logits = self.logits(batch, shared_prefix=shared_prefix).float()
         if temperature != 1.0:
             logits = logits / temperature
         ids = batch.response_ids.to(logits.device)
@@ -318,10 +322,13 @@ class TextPolicy:
     def sample(self, prompts: Sequence[str | Prompt], n: int = 1, *, max_new_tokens: int = 32,
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
                stop: Sequence[str] = (), generator: torch.Generator | None = None,
-               response_prefix: Sequence[Sequence[int]] | None = None, ignore_eos: bool = False) -> Samples:
+               response_prefix: Sequence[Sequence[int]] | None = None, ignore_eos: bool = False,
+               keep_distributions: bool = False) -> Samples:
         """Sample ``n`` continuations per prompt: one prefill per prompt, its KV cache shared by all
         ``n`` rows. ``response_prefix`` (token ids per prompt) continues partial responses; the
-        returned responses then exclude the prefix. ``ignore_eos`` decodes ``max_new_tokens`` past EOS."""
+        returned responses then exclude the prefix. ``ignore_eos`` decodes ``max_new_tokens`` past EOS.
+        ``keep_distributions`` keeps each step's (warped) log-distribution [R, T, V] in
+        ``Samples.distributions`` (what the exact-KL trainer would otherwise recompute)."""
         if n < 1:
             raise UserError(f"n must be >= 1, got {n}")
         if max_new_tokens < 1:
@@ -354,7 +361,8 @@ class TextPolicy:
                     self.model, {"input_ids": ids}, mask, n=n, max_new_tokens=max_new_tokens,
                     eos_ids=set() if ignore_eos else self.eos_ids, pad_id=self.tokenizer.pad_token_id,
                     temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
-                    stop_check=stop_check if stop else None, generator=generator)
+                    stop_check=stop_check if stop else None, generator=generator,
+                    keep_distributions=keep_distributions)
         finally:
             self.model.train(was_training)
         texts = []
@@ -373,7 +381,7 @@ class TextPolicy:
                        response_ids=out.tokens, response_mask=out.mask,
                        prompt_index=torch.arange(len(prompts), device=self.device).repeat_interleave(n),
                        prompts=[as_prompt(p) for p in prompts], logprobs=out.logprobs, texts=texts,
-                       finish_reasons=out.finish_reasons, n=n)
+                       finish_reasons=out.finish_reasons, n=n, distributions=out.distributions)
 
     # ----------------------------------------------------------------- reference, params, saving
     def _sibling(self, model: torch.nn.Module) -> TextPolicy:

@@ -57,6 +57,36 @@ def test_scores_equal_full_path(policy, temperature):
     assert (shared[batch.response_mask.bool()] < 0).all()
 
 
+def test_logits_equal_full_path(policy):
+    """``logits`` (what the exact-KL trainer and distillation read) shares prompts the same way."""
+    batch = _batch(policy, seed=3)
+    with torch.no_grad():
+        full = policy.logits(batch, shared_prefix=False)
+        shared = policy.logits(batch)
+    assert shared.shape == full.shape == (*batch.response_ids.shape, policy.vocab_size)
+    alive = batch.response_mask.bool()
+    assert torch.allclose(shared[alive], full[alive], atol=1e-4, rtol=0)
+
+
+def test_logits_gradients_equal_full_path(policy):
+    batch = _batch(policy, seed=4)
+    weights = torch.randn((*batch.response_ids.shape, policy.vocab_size), generator=torch.Generator().manual_seed(5))
+    weights = weights * batch.response_mask[..., None]
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    policy.model.train()
+    try:
+        grads = []
+        for shared in (False, True):
+            policy.model.zero_grad(set_to_none=True)
+            (policy.logits(batch, shared_prefix=shared).log_softmax(-1) * weights).sum().backward()
+            grads.append([p.grad.clone() for p in params])
+    finally:
+        policy.model.zero_grad(set_to_none=True)
+        policy.model.eval()
+    for g_full, g_shared in zip(*grads):
+        assert (g_shared - g_full).abs().max() <= 1e-5 * g_full.abs().max().clamp_min(1e-12)
+
+
 def test_module_flag_forces_full_path(policy, monkeypatch):
     batch = _batch(policy)
     calls = []

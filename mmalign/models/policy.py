@@ -70,6 +70,7 @@ class Samples(SequenceBatch):
     """Sampled continuations; rows are prompt-major: rows i*n .. i*n+n-1 belong to prompt i."""
 
     logprobs: torch.Tensor = None  # FloatTensor[R, T] under the sampling distribution (0 on padding)
+    distributions: torch.Tensor | None = None  # FloatTensor[R, T, V]: log of it (sample(keep_distributions=True))
     texts: list[str] = field(default_factory=list)  # decoded responses
     finish_reasons: list[str] = field(default_factory=list)  # "eos" | "stop" | "length"
     n: int = 1
@@ -141,8 +142,10 @@ class Policy(Protocol):
 
     def sample(self, prompts: Sequence[str | Prompt], n: int = 1, *, max_new_tokens: int = 32,
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
-               stop: Sequence[str] = (), generator: torch.Generator | None = None) -> Samples:
-        """Sample ``n`` continuations per prompt (each prompt prefilled once, its cache shared)."""
+               stop: Sequence[str] = (), generator: torch.Generator | None = None,
+               keep_distributions: bool = False) -> Samples:
+        """Sample ``n`` continuations per prompt (each prompt prefilled once, its cache shared);
+        ``keep_distributions`` also keeps each step's whole log-distribution (``Samples.distributions``)."""
         ...
 
     def encode(self, prompts: Sequence[str | Prompt], responses: Sequence[str]) -> SequenceBatch:

@@ -44,6 +44,7 @@ class SampleOutput:
     mask: torch.Tensor  # LongTensor[R, T]
     logprobs: torch.Tensor  # FloatTensor[R, T], 0 on padding
     finish_reasons: list[str]  # "eos" | "stop" | "length"
+    distributions: torch.Tensor | None = None  # FloatTensor[R, T, V] (keep_distributions), 0 on padding
 
 
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -56,12 +57,14 @@ def sample_shared_prefix(model: torch.nn.Module, prefill: dict, attention_mask: 
                          max_new_tokens: int, eos_ids: set[int], pad_id: int, temperature: float = 1.0,
                          top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
                          stop_check: Callable[[int, list[int]], bool] | None = None,
-                         generator: torch.Generator | None = None) -> SampleOutput:
+                         generator: torch.Generator | None = None, keep_distributions: bool = False) -> SampleOutput:
     """Sample ``n`` continuations of each of the ``B`` left-padded prompts in ``prefill``.
 
     ``prefill`` holds ``input_ids`` (or ``inputs_embeds`` for multimodal prefixes) of shape [B, P];
     ``stop_check(row, tokens_so_far)`` says whether a row just produced a stop string.
     Greedy rows report the model's own (temperature 1) log-prob of each chosen token.
+    ``keep_distributions`` also returns each step's whole (warped) log-distribution, [R, T, V],
+    zeros after a row ends.
     """
     greedy = greedy or temperature == 0
     device = attention_mask.device
@@ -84,6 +87,7 @@ def sample_shared_prefix(model: torch.nn.Module, prefill: dict, attention_mask: 
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     out_mask = torch.zeros((rows, max_new_tokens), dtype=torch.long, device=device)
     logprobs = torch.zeros((rows, max_new_tokens), dtype=torch.float32, device=device)
+    dists = torch.zeros((rows, max_new_tokens, logits.shape[-1]), device=device) if keep_distributions else None
     reasons = ["length"] * rows
     alive = torch.arange(rows, device=device)  # global row index of each live cache row
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
@@ -91,12 +95,14 @@ def sample_shared_prefix(model: torch.nn.Module, prefill: dict, attention_mask: 
     for t in range(max_new_tokens):
         steps = t + 1
         if greedy:
+            warped = logits.log_softmax(-1)
             tok = logits.argmax(-1)
-            logp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
         else:
             warped = warp_logprobs(logits, temperature, top_k, top_p)
             tok = torch.multinomial(warped.exp(), 1, generator=generator).squeeze(-1)
-            logp = warped.gather(-1, tok[:, None]).squeeze(-1)
+        logp = warped.gather(-1, tok[:, None]).squeeze(-1)
+        if dists is not None:
+            dists[alive, t] = warped
         tokens[alive, t] = tok
         logprobs[alive, t] = logp
         out_mask[alive, t] = 1
@@ -122,4 +128,4 @@ def sample_shared_prefix(model: torch.nn.Module, prefill: dict, attention_mask: 
         logits = out.logits[:, -1].float()
         next_pos = next_pos + 1
     return SampleOutput(tokens=tokens[:, :steps], mask=out_mask[:, :steps], logprobs=logprobs[:, :steps],
-                        finish_reasons=reasons)
+                        finish_reasons=reasons, distributions=dists[:, :steps] if dists is not None else None)

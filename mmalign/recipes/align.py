@@ -481,6 +481,7 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
 
     sampling = {"max_new_tokens": ro.max_new_tokens, "temperature": ro.temperature, "top_p": ro.top_p, "top_k": ro.top_k}
     sampler_is_policy = ro.top_p >= 1.0 and ro.top_k == 0
+    keep = sampler_is_policy and settings.kl_estimator == "full"  # reuse the sampler's distributions
     local = ro.prompts_per_step // world
     hint = lr_hint("train.lr", tr.lr)
     last: dict[str, Any] = {}
@@ -493,7 +494,7 @@ def run_align(cfg: AlignConfig, *, overwrite: bool = False, resume: bool = False
 
         # 2. rollout: n continuations per prompt from the current policy
         with _timed(timers, "generate"):
-            samples = policy.sample(prompts, ro.n, generator=gen, **sampling)
+            samples = policy.sample(prompts, ro.n, generator=gen, keep_distributions=keep, **sampling)
 
         # 3. score: raw reward -> calibrated c -> Phi(c), or BOND's (N-1) log c
         with _timed(timers, "reward"):

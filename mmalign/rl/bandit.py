@@ -90,7 +90,8 @@ class BanditPolicy:
 
     def sample(self, prompts: Sequence[str | Prompt], n: int = 1, *, max_new_tokens: int = 1,  # noqa: ARG002
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,  # noqa: ARG002
-               stop: Sequence[str] = (), generator: torch.Generator | None = None) -> Samples:  # noqa: ARG002
+               stop: Sequence[str] = (), generator: torch.Generator | None = None,  # noqa: ARG002
+               keep_distributions: bool = False) -> Samples:
         """Draw ``n`` tokens per prompt (``top_p`` is not supported; ``top_k`` keeps the k best)."""
         pid = self._ids(prompts)
         with torch.no_grad():
@@ -112,7 +113,8 @@ class BanditPolicy:
                        response_mask=batch.response_mask, prompt_index=prompt_index,
                        prompts=[as_prompt(p) for p in prompts], logprobs=lp.reshape(-1, 1),
                        texts=[self.tokenizer.vocab[t] for t in tokens.reshape(-1).tolist()],
-                       finish_reasons=["length"] * len(rows), n=n)
+                       finish_reasons=["length"] * len(rows), n=n,
+                       distributions=logprobs.repeat_interleave(n, 0).unsqueeze(1) if keep_distributions else None)
 
     def encode(self, prompts: Sequence[str | Prompt], responses: Sequence[str]) -> SequenceBatch:
         if len(prompts) != len(responses):

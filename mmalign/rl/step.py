@@ -158,12 +158,16 @@ def make_rollout(policy, reference, samples, scores: torch.Tensor, s: UpdateSett
     distributions), the values (GAE) and the advantages of ``scores`` [R] at ``beta``.
 
     ``sampler_is_policy`` (no top-p / top-k truncation): the sampler's log-probs are the policy's
-    (the policy tests check this to 1e-4), so they are reused instead of another forward pass.
+    (the policy tests check this to 1e-4), so they are reused instead of another forward pass, and
+    so are its whole distributions when it kept them (``sample(keep_distributions=True)``).
     """
     mask = samples.response_mask.float()
     reuse = sampler_is_policy and samples.logprobs is not None
     full = s.kl_estimator == "full"
-    policy_log_dist = log_distributions(policy, samples, s.temperature) if full else None
+    policy_log_dist = None
+    if full:
+        kept = samples.distributions if sampler_is_policy else None
+        policy_log_dist = kept.float() if kept is not None else log_distributions(policy, samples, s.temperature)
     if reuse:
         old_logp = samples.logprobs.float() * mask
     else:

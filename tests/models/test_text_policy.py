@@ -35,6 +35,28 @@ def test_sample_logprobs_equal_score(policy):
     assert len({tuple(r.tolist()) for r in s.response_ids[:4]}) > 1
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_kept_distributions_are_the_policys_next_token_distributions(policy, temperature):
+    """``keep_distributions``: each step's whole log-distribution, the one a forward pass of the
+    policy gives at that position (what the exact-KL trainer reuses instead of recomputing it);
+    the same samples as without it; zeros after a row ends."""
+    kwargs = {"n": 4, "max_new_tokens": 10, "temperature": temperature, "stop": ["e"]}  # some rows end early
+    plain = policy.sample(PROMPTS, generator=torch.Generator().manual_seed(3), **kwargs)
+    s = policy.sample(PROMPTS, generator=torch.Generator().manual_seed(3), keep_distributions=True, **kwargs)
+    assert plain.distributions is None
+    assert torch.equal(s.response_ids, plain.response_ids) and torch.equal(s.logprobs, plain.logprobs)
+    rows, steps = s.response_ids.shape
+    assert s.distributions.shape == (rows, steps, policy.vocab_size)
+    alive = s.response_mask.bool()
+    assert not alive.all()
+    with torch.no_grad():
+        forward = (policy.logits(s).float() / temperature).log_softmax(-1)
+    assert torch.allclose(s.distributions[alive], forward[alive], atol=1e-4)
+    assert (s.distributions[~alive] == 0).all()
+    picked = s.distributions.gather(-1, s.response_ids[..., None]).squeeze(-1) * alive
+    assert torch.allclose(picked, s.logprobs, atol=1e-6)
+
+
 def test_sample_reproducible_with_generator(policy):
     a = policy.sample(PROMPTS[:1], n=3, max_new_tokens=6, generator=torch.Generator().manual_seed(7))
     b = policy.sample(PROMPTS[:1], n=3, max_new_tokens=6, generator=torch.Generator().manual_seed(7))

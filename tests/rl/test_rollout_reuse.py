@@ -1,0 +1,36 @@
+"""``make_rollout`` with the exact-KL estimator reuses the sampler's distributions instead of a
+second policy forward; the rollout it builds must be the one the forward pass gives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmalign.models.loading import load_policy
+from mmalign.rl.step import UpdateSettings, make_rollout
+
+PROMPTS = ["Human: What is the capital of France?\n\nAssistant:", "The quick brown", "Best-of-N"]
+
+
+@pytest.fixture(scope="module")
+def policies(tiny_llama_dir):
+    policy = load_policy(tiny_llama_dir, device="cpu", dtype="float32")
+    reference = policy.reference()
+    with torch.no_grad():  # move the policy off the reference so the KL is not zero
+        for p in policy.trainable_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    return policy, reference
+
+
+def test_kept_distributions_give_the_rollout_of_a_fresh_forward(policies):
+    policy, reference = policies
+    samples = policy.sample(PROMPTS, n=4, max_new_tokens=8, temperature=0.8, stop=["e"],
+                            generator=torch.Generator().manual_seed(0), keep_distributions=True)
+    scores = torch.rand(samples.response_ids.shape[0], generator=torch.Generator().manual_seed(1))
+    s = UpdateSettings(n=4, kl_estimator="full", temperature=0.8)
+    reused = make_rollout(policy, reference, samples, scores, s, beta=0.3, sampler_is_policy=True)
+    samples.distributions = None
+    fresh = make_rollout(policy, reference, samples, scores, s, beta=0.3, sampler_is_policy=True)
+    assert fresh.kl.abs().sum() > 0.1
+    for name in ("old_logp", "ref_logp", "kl", "advantages"):
+        assert torch.allclose(getattr(reused, name), getattr(fresh, name), atol=1e-4), name

@@ -52,12 +52,20 @@ def filtered_logprobs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
     return log_softmax(z)
 
 
-def choose(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Pick one token per row of ``logits`` [B, V]; returns (token ids [B], their log-probs [B])."""
+def choose(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator,
+           distributions: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pick one token per row of ``logits`` [B, V]; returns (token ids [B], their log-probs [B]).
+    ``distributions`` (a list) gets the log-distribution [B, V] the tokens were drawn from (greedy:
+    the model's own, at temperature 1)."""
     if params.greedy:
         ids = logits.argmax(axis=-1)
-        return ids, np.take_along_axis(log_softmax(logits.astype(np.float64)), ids[:, None], -1)[:, 0]
+        logp = log_softmax(logits.astype(np.float64))
+        if distributions is not None:
+            distributions.append(logp)
+        return ids, np.take_along_axis(logp, ids[:, None], -1)[:, 0]
     logp = filtered_logprobs(logits, params)
+    if distributions is not None:
+        distributions.append(logp)
     u = rng.random((logp.shape[0], 1))
     cdf = np.cumsum(np.exp(logp), axis=-1)
     ids = np.minimum((cdf < u * cdf[:, -1:]).sum(axis=-1), logp.shape[-1] - 1)

@@ -194,9 +194,10 @@ class ExportedPolicy:
     def sample(self, prompts: Sequence[str | Prompt], n: int = 1, *, max_new_tokens: int = 32,
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
                stop: Sequence[str] = (), generator: torch.Generator | None = None,
-               ignore_eos: bool = False) -> Samples:
+               ignore_eos: bool = False, keep_distributions: bool = False) -> Samples:
         """``n`` continuations per prompt, decoded one row at a time from the prompt's cached state
-        (NumPy sampling, seeded from ``generator`` or torch's global generator)."""
+        (NumPy sampling, seeded from ``generator`` or torch's global generator); ``keep_distributions``
+        as in :meth:`mmalign.models.text.TextPolicy.sample`."""
         from mmalign.edge.sampling import SamplingParams
 
         if n < 1 or max_new_tokens < 1:
@@ -212,21 +213,36 @@ class ExportedPolicy:
         eos = set() if ignore_eos else self.eos_ids
         stop = tuple(s for s in stop if s)
         prompt_ids = self.encode_prompts(prompts, max_new_tokens)
-        rows = [self._decode_row(p, max_new_tokens, params, rng, eos, stop) for p in prompt_ids for _ in range(n)]
+        kept: list[list[np.ndarray]] | None = [] if keep_distributions else None
+        rows = [self._decode_row(p, max_new_tokens, params, rng, eos, stop, kept) for p in prompt_ids for _ in range(n)]
         r_ids, r_mask = self._pad([toks for toks, _, _, _ in rows], left=False)
         logprobs = torch.zeros(r_ids.shape)
         for r, (_, lps, _, _) in enumerate(rows):
             logprobs[r, :len(lps)] = torch.tensor(lps, dtype=torch.float32)
+        distributions = None
+        if kept is not None:
+            width = next((steps[0].shape[-1] for steps in kept if steps), self.vocab_size)  # the model's logits
+            distributions = torch.zeros((*r_ids.shape, width))
+            for r, steps in enumerate(kept):
+                distributions[r, :len(steps)] = torch.from_numpy(np.concatenate(steps)).float()
         p_ids, p_mask = self._pad(prompt_ids, left=True)
         return Samples(prompt_ids=p_ids.repeat_interleave(n, 0), prompt_mask=p_mask.repeat_interleave(n, 0),
                        response_ids=r_ids, response_mask=r_mask,
                        prompt_index=torch.arange(len(prompts)).repeat_interleave(n),
                        prompts=[as_prompt(p) for p in prompts], logprobs=logprobs,
-                       texts=[text for _, _, _, text in rows], finish_reasons=[why for _, _, why, _ in rows], n=n)
+                       texts=[text for _, _, _, text in rows], finish_reasons=[why for _, _, why, _ in rows], n=n,
+                       distributions=distributions)
 
     def _decode_row(self, prompt: list[int], max_new_tokens: int, params: Any, rng: np.random.Generator,
-                    eos: set[int], stop: tuple[str, ...]) -> tuple[list[int], list[float], str, str]:
+                    eos: set[int], stop: tuple[str, ...], kept: list[list[np.ndarray]] | None = None,
+                    ) -> tuple[list[int], list[float], str, str]:
+        """One row; ``kept`` (a list) gets the row's list of [1, V] sampling log-distributions."""
         from mmalign.edge.sampling import choose
+
+        steps: list[np.ndarray] | None = None
+        if kept is not None:
+            steps = []
+            kept.append(steps)
 
         last, state = self.runtime.start(prompt)
         tokens: list[int] = []
@@ -234,7 +250,7 @@ class ExportedPolicy:
         reason = "length"
         window = max((len(s) for s in stop), default=0) + 4
         for t in range(max_new_tokens):
-            ids, lp = choose(np.asarray(last)[None], params, rng)
+            ids, lp = choose(np.asarray(last)[None], params, rng, steps)
             tokens.append(int(ids[0]))
             logps.append(float(lp[0]))
             if tokens[-1] in eos:

@@ -99,6 +99,19 @@ def test_greedy_sampling_matches_the_source_and_sampled_logprobs_are_the_scores(
     assert torch.allclose(draw[0].logprobs, scored, atol=1e-4)
 
 
+def test_kept_distributions_are_the_exports_next_token_distributions(onnx_dir):
+    exported = load_policy(onnx_dir)
+    s = exported.sample(PROMPTS, n=2, max_new_tokens=6, temperature=0.8, stop=["e"], keep_distributions=True,
+                        generator=torch.Generator().manual_seed(2))
+    alive = s.response_mask.bool()
+    assert s.distributions.shape == (*s.response_ids.shape, exported.vocab_size) and not alive.all()
+    forward = (exported.logits(s).float() / 0.8).log_softmax(-1)
+    assert torch.allclose(s.distributions[alive], forward[alive], atol=1e-4)
+    assert (s.distributions[~alive] == 0).all()
+    picked = s.distributions.gather(-1, s.response_ids[..., None]).squeeze(-1) * alive
+    assert torch.allclose(picked, s.logprobs, atol=1e-5)
+
+
 def test_what_an_export_cannot_do_is_one_line(onnx_dir, tmp_path):
     exported = load_policy(onnx_dir)
     assert exported.reference() is exported and exported.trainable_parameters() == []

@@ -137,7 +137,7 @@ def levels(policy: Path, reference: Path, samples: int = 128, ref_samples: int =
     from mmalign.data import load_prompts
     from mmalign.models.loading import load_policy
     from mmalign.models.policy import Prompt
-    from mmalign.recipes.evaluate_winrate import _sequence_kls
+    from mmalign.recipes.evaluate_winrate import sequence_kls
     from mmalign.rewards import build_reward
 
     cfg = load_config(eval_config, WinrateConfig, [f"policy.path={policy}", f"reference.path={reference}"])
@@ -155,7 +155,7 @@ def levels(policy: Path, reference: Path, samples: int = 128, ref_samples: int =
             batch = prompts[i:i + 8]
             rs = ref.sample(batch, n=ref_samples, max_new_tokens=n_new, generator=gr)
             ps = pol.sample(batch, n=samples, max_new_tokens=n_new, generator=gp)
-            _, exact = _sequence_kls(pol, ref, ps)
+            _, exact = sequence_kls(pol, ref, ps)
             rr = _scores(reward, batch, rs.texts, ref_samples)
             cs.append(calibrate(rr, _scores(reward, batch, ps.texts, samples)).numpy())
             ref_cs.append(calibrate(rr, rr).numpy())

@@ -35,7 +35,7 @@ from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
 
 
-def _sequence_kls(policy, reference, samples, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor | None]:
+def sequence_kls(policy, reference, samples, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Two per-sample estimates of the sequence KL on the policy's own samples, from one forward
     of each model: the log-ratio :math:`\log\pi(y) - \log\pi_{ref}(y)`, and the exact per-token
     KL summed over the visited states (:func:`mmalign.rl.kl.token_kl`; unbiased, less noisy).
@@ -68,7 +68,7 @@ def _draw(policy, reference, prompts, cfg: WinrateConfig, generators: tuple[torc
     with torch.no_grad():
         ref = reference.sample(prompts, generator=generators[1], **kw)
         pol = policy.sample(prompts, generator=generators[0], **kw)
-        logratio, exact = _sequence_kls(policy, reference, pol)
+        logratio, exact = sequence_kls(policy, reference, pol)
     return pol, ref, logratio.cpu().numpy(), None if exact is None else exact.cpu().numpy()
 
 

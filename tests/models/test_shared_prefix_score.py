@@ -44,6 +44,22 @@ def _batch(policy, *, n: int = N, max_len: int = 9, seed: int = 0, shuffle: bool
     return batch
 
 
+def _gradients(policy, loss_of) -> list[list[torch.Tensor]]:
+    """Parameter gradients of ``loss_of(shared)`` for the per-row path (False), then the shared one."""
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    policy.model.train()
+    try:
+        grads = []
+        for shared in (False, True):
+            policy.model.zero_grad(set_to_none=True)
+            loss_of(shared).backward()
+            grads.append([p.grad.clone() for p in params])
+    finally:
+        policy.model.zero_grad(set_to_none=True)
+        policy.model.eval()
+    return grads
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_scores_equal_full_path(policy, temperature):
     batch = _batch(policy)
@@ -72,17 +88,7 @@ def test_logits_gradients_equal_full_path(policy):
     batch = _batch(policy, seed=4)
     weights = torch.randn((*batch.response_ids.shape, policy.vocab_size), generator=torch.Generator().manual_seed(5))
     weights = weights * batch.response_mask[..., None]
-    params = [p for p in policy.model.parameters() if p.requires_grad]
-    policy.model.train()
-    try:
-        grads = []
-        for shared in (False, True):
-            policy.model.zero_grad(set_to_none=True)
-            (policy.logits(batch, shared_prefix=shared).log_softmax(-1) * weights).sum().backward()
-            grads.append([p.grad.clone() for p in params])
-    finally:
-        policy.model.zero_grad(set_to_none=True)
-        policy.model.eval()
+    grads = _gradients(policy, lambda shared: (policy.logits(batch, shared_prefix=shared).log_softmax(-1) * weights).sum())
     for g_full, g_shared in zip(*grads):
         assert (g_shared - g_full).abs().max() <= 1e-5 * g_full.abs().max().clamp_min(1e-12)
 
@@ -101,18 +107,8 @@ def test_module_flag_forces_full_path(policy, monkeypatch):
 def test_gradients_equal_full_path(policy, temperature):
     batch = _batch(policy, seed=1)
     weights = torch.randn(batch.response_ids.shape, generator=torch.Generator().manual_seed(2))
-    params = [p for p in policy.model.parameters() if p.requires_grad]
-    policy.model.train()
-    try:
-        grads = []
-        for shared in (False, True):
-            policy.model.zero_grad(set_to_none=True)
-            loss = (policy.score(batch, temperature=temperature, shared_prefix=shared) * weights).sum()
-            loss.backward()
-            grads.append([p.grad.clone() for p in params])
-    finally:
-        policy.model.zero_grad(set_to_none=True)
-        policy.model.eval()
+    grads = _gradients(policy, lambda shared: (policy.score(batch, temperature=temperature, shared_prefix=shared)
+                                               * weights).sum())
     for g_full, g_shared in zip(*grads):
         scale = g_full.abs().max().clamp_min(1e-12)
         assert (g_shared - g_full).abs().max() <= 1e-5 * scale

@@ -4,20 +4,24 @@ tenth goes"). Five checks, each against the exact calculus of ``mmalign frontier
 * ``per-prompt RESULTS.json ...``: from ``mmalign evaluate winrate`` results, the captured
   fraction, and how much of the gain uneven KL across prompts costs (the identity tilt's win
   rate averaged over the per-prompt KLs against the tilt at the mean KL).
-* ``ties STORE.safetensors``: how many reference rewards in a calibration store repeat, and the
-  exact optimum of that discrete reward distribution (the samples tilted by exp(c/β)) against the
-  continuous calculus at the same KL.
-* ``training-log RUN ...``: the captured fraction from an align run's own metrics (mean calibrated
-  reward and KL over its last 50 steps): a cheap, low-noise screen of trainer settings.
-* ``levels POLICY REFERENCE``: the policy's KL split into the KL of the law of its calibrated
-  reward (what the tilt spends) and the KL spent within reward levels (which the tilt never
-  spends), from 128 policy samples per training prompt against 512 fresh reference samples.
+* ``ties STORE.safetensors [--transform exp:T --procedure bon:4]``: how many reference rewards in
+  a calibration store repeat, and the exact optimum of that discrete reward distribution (the
+  samples tilted by exp(Φ(c)/β)) against the continuous calculus at the same KL: what ties and a
+  finite K cost a perfect optimiser.
+* ``training-log RUN ... [--transform exp:T]``: the captured fraction from an align run's own
+  metrics (mean calibrated reward and KL over its last 50 steps): a cheap, low-noise screen of
+  trainer settings; with ``--transform``, also the captured fraction of the trained objective.
+* ``levels POLICY REFERENCE [--transform exp:T]``: the policy's KL split into the KL of the law of
+  its calibrated reward (what the tilt spends) and the KL spent within reward levels (which the
+  tilt never spends), from 128 policy samples per training prompt against 512 fresh reference
+  samples; then its law of c, bin by bin, next to the exact tilt's at the same KL.
 * ``average OUT DIR DIR ...``: a policy whose weights are the mean of several final policies
   (same architecture), to evaluate with ``mmalign evaluate winrate``: averaging removes the part
   of the gradient noise the runs do not share.
 
     python scripts/capture_diagnostics.py per-prompt runs/reproduce/eval/train/ctrl-identity-kl1-s*/results.json
-    python scripts/capture_diagnostics.py ties runs/reproduce/runs/calibration.safetensors
+    python scripts/capture_diagnostics.py ties runs/reproduce/runs/calibration.safetensors --transform exp:6.52646 \\
+        --procedure bon:4
     python scripts/capture_diagnostics.py training-log runs/reproduce/runs/ctrl-identity-kl1-s*
     python scripts/capture_diagnostics.py levels runs/reproduce/runs/ctrl-identity-kl1-s0/final \\
         runs/reproduce/runs/sft-nano/final
@@ -68,8 +72,30 @@ def _mid_quantiles(rewards: np.ndarray) -> np.ndarray:
     return (rewards[None, :] < rewards[:, None]).mean(1) + (rewards[None, :] == rewards[:, None]).mean(1) / 2
 
 
-def ties(store: Path, betas: tuple[float, ...] = (0.5, 0.35, 0.25, 0.2, 0.157, 0.12)) -> None:
+def parse_transform(spec: str):
+    """``identity``, ``log`` or ``exp:T`` / ``neg_exp:T`` (the transform and its t) as a Transform."""
+    name, _, t = spec.partition(":")
+    return get_transform(name, t=float(t)) if t else get_transform(name)
+
+
+def _kept_win_rate(values: np.ndarray, p: np.ndarray, procedure: Procedure) -> float:
+    """Exact win rate of the procedure on a policy with weights ``p`` on the reference samples
+    ``values`` (uniform under the reference), ties counting half."""
+    levels_, inverse = np.unique(values, return_inverse=True)
+    pol = np.cumsum(np.bincount(inverse, p, len(levels_)))
+    ref = np.cumsum(np.bincount(inverse, np.full(len(values), 1 / len(values)), len(levels_)))
+    h_pol, h_ref = procedure.cdf_map(np.clip(pol, 0, 1)), procedure.cdf_map(np.clip(ref, 0, 1))
+    below = np.concatenate([[0.0], h_ref[:-1]])
+    return float(np.sum(np.diff(np.concatenate([[0.0], h_pol])) * (below + (h_ref - below) / 2)))
+
+
+def ties(store: Path, transform: str = "identity", procedure: Procedure = Procedure("standard", 1),
+         kls: tuple[float, ...] = (0.25, 0.5, 1.0)) -> None:
+    """The exact optimum of the store's discrete reward distribution (its K samples per prompt
+    tilted by exp(Phi(c)/beta), c the mid-quantile among them) against the continuous calculus at
+    the same KL: what ties and a finite K cost a perfect optimiser."""
     from safetensors import safe_open
+    from scipy.optimize import brentq
 
     with safe_open(str(store), "pt") as f:
         values = f.get_tensor("values").double().numpy()
@@ -77,18 +103,23 @@ def ties(store: Path, betas: tuple[float, ...] = (0.5, 0.35, 0.25, 0.2, 0.157, 0
     groups = [values[a:b] for a, b in zip(offsets[:-1], offsets[1:]) if b > a]
     repeated = np.mean([1 - len(np.unique(g)) / len(g) for g in groups])
     print(f"{len(groups)} prompts x {len(groups[0])} reference rewards; {repeated:.0%} of samples repeat another's reward")
-    cs = [_mid_quantiles(g) for g in groups]
-    for beta in betas:
-        kls, wins = [], []
-        for c in cs:
-            w = np.exp((c - c.max()) / beta)
+    phi = parse_transform(transform)
+    phis = [np.asarray(phi(_mid_quantiles(g)), dtype=np.float64) for g in groups]
+
+    def optimum(beta: float) -> tuple[float, float]:
+        kl_sum, win_sum = 0.0, 0.0
+        for g, f in zip(groups, phis):
+            w = np.exp((f - f.max()) / beta)
             w /= w.sum()
-            kls.append(float(np.sum(w * np.log(w * len(c)))))
-            wins.append(float(np.sum(w * c)))
-        kl, win = np.mean(kls), np.mean(wins)
-        tilt = identity_win_rate(kl)
-        print(f"beta {beta:.3f}: discrete optimum KL {kl:.3f} win rate {win:.3f}; continuous calculus {tilt:.3f}; "
-              f"ratio of gains {(win - .5) / (tilt - .5):.3f}")
+            kl_sum += float(np.sum(w * np.log(np.maximum(w * len(g), 1e-300))))
+            win_sum += _kept_win_rate(g, w, procedure)
+        return kl_sum / len(groups), win_sum / len(groups)
+
+    for target in kls:
+        kl, win = optimum(brentq(lambda b, k=target: optimum(b)[0] - k, 1e-3, 1e3))
+        tilt = analytic.evaluate(phi, procedure, kl, GRID).win_rate
+        print(f"{phi.describe()}, {procedure.label}: discrete optimum KL {kl:.3f} win rate {win:.4f}; "
+              f"continuous calculus {tilt:.4f}; ratio of gains {(win - .5) / (tilt - .5):.3f}")
 
 
 def average(out: Path, sources: list[Path]) -> None:
@@ -104,17 +135,26 @@ def average(out: Path, sources: list[Path]) -> None:
     print(f"{out}: mean of {len(sources)} policies")
 
 
-def training_log(runs: list[Path], last: int = 50) -> None:
+def training_log(runs: list[Path], last: int = 50, transform: str | None = None) -> None:
     """Captured fraction from an align run's own log: its mean calibrated reward and KL over the
     last ``last`` steps (``last`` x 128 episodes: less noise than one evaluation, but a mean over
-    steps whose policy is still moving, so a little below the final policy's)."""
+    steps whose policy is still moving, so a little below the final policy's). With ``transform``
+    also the captured fraction of the trained objective: the gain of the mean transformed reward
+    over the reference's against the exact tilt's at the same KL."""
+    phi = parse_transform(transform) if transform else None
     for run in runs:
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         tail = rows[-last:]
         kl = float(np.mean([r["kl"] for r in tail]))
         c = float(np.mean([r["reward_calibrated"] for r in tail]))
-        print(f"{run.name}: {len(rows)} steps; last {len(tail)}: KL {kl:.3f}, calibrated reward {c:.3f}, "
-              f"captured {(c - .5) / (identity_win_rate(kl) - .5):.3f}; final beta {rows[-1]['beta']:.4g}")
+        line = (f"{run.name}: {len(rows)} steps; last {len(tail)}: KL {kl:.3f}, calibrated reward {c:.3f}, "
+                f"captured {(c - .5) / (identity_win_rate(kl) - .5):.3f}; final beta {rows[-1]['beta']:.4g}")
+        if phi is not None:
+            values = np.asarray(phi(GRID.c), dtype=np.float64)
+            ref, best = float(GRID.mass @ values), float(analytic.policy_at_kl(phi, kl, GRID).p @ values)
+            got = float(np.mean([r["reward_transformed"] for r in tail]))
+            line += f"; {phi.describe()} {got:.4f} (reference {ref:.4f}, tilt {best:.4f}): objective captured {(got - ref) / (best - ref):.3f}"
+        print(line)
 
 
 def _scores(reward, batch: list, texts: list[str], m: int):
@@ -123,12 +163,14 @@ def _scores(reward, batch: list, texts: list[str], m: int):
 
 
 def levels(policy: Path, reference: Path, samples: int = 128, ref_samples: int = 512, bins: int = 10,
-           eval_config: Path = Path("configs/reproduce/winrate_train.yaml")) -> None:
+           eval_config: Path = Path("configs/reproduce/winrate_train.yaml"), transform: str = "identity") -> None:
     """Where a policy's KL goes: KL(pi || ref) = KL of the law of its calibrated reward c (what the
     tilt spends) + the KL within reward levels (which the tilt never spends). ``samples`` policy
     samples per prompt, c against ``ref_samples`` fresh reference samples, the law of c by a
     ``bins``-bin histogram per prompt (Miller-Madow corrected; the identity tilt loses about 0.02
-    nats at KL 1 to the binning)."""
+    nats at KL 1 to the binning). Then the law of c itself, bin by bin, against the exact tilt of
+    ``transform`` (and the identity tilt) at the policy's KL: where the policy puts the mass the
+    tilt would put elsewhere."""
     import torch
 
     from mmalign.align import calibrate
@@ -171,29 +213,51 @@ def levels(policy: Path, reference: Path, samples: int = 128, ref_samples: int =
     print(f"{policy}: KL {kl:.3f}, mean c {c:.3f}, captured {(c - .5) / (identity_win_rate(kl) - .5):.3f}; "
           f"KL of the law of c {mk:.3f} (captured against it {(c - .5) / (identity_win_rate(mk) - .5):.3f}); "
           f"KL within reward levels {kl - mk:.3f} ({(kl - mk) / kl:.0%})")
+    law_of_c(cs, kl, edges, parse_transform(transform))
+
+
+def law_of_c(cs: np.ndarray, kl: float, edges: np.ndarray, phi) -> None:
+    """Print the policy's mass per c-bin next to the exact tilts' at KL ``kl``."""
+    def tilt_mass(transform) -> np.ndarray:
+        t = analytic.policy_at_kl(transform, kl, GRID)
+        return np.diff(np.interp(edges, GRID.edges, t.cdf))
+
+    rows = {"policy": np.histogram(cs.ravel(), edges)[0] / cs.size, phi.describe(): tilt_mass(phi)}
+    if phi.name != "identity":
+        rows["identity"] = tilt_mass(get_transform("identity"))
+    print("mass per c bin " + " ".join(f"{a:.1f}-{b:.1f}" for a, b in zip(edges[:-1], edges[1:])))
+    for name, mass in rows.items():
+        print(f"{name:>14} " + " ".join(f"{m:7.3f}" for m in mass))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="check", required=True)
     sub.add_parser("per-prompt").add_argument("results", nargs="+", type=Path)
-    sub.add_parser("ties").add_argument("store", type=Path)
+    ti = sub.add_parser("ties")
+    ti.add_argument("store", type=Path)
+    ti.add_argument("--transform", default="identity", help="identity, log, exp:T or neg_exp:T")
+    ti.add_argument("--procedure", default="standard:1", help="standard:1, bon:4 or won:4")
     avg = sub.add_parser("average")
     avg.add_argument("out", type=Path)
     avg.add_argument("sources", nargs="+", type=Path)
-    sub.add_parser("training-log").add_argument("runs", nargs="+", type=Path)
+    tl = sub.add_parser("training-log")
+    tl.add_argument("runs", nargs="+", type=Path)
+    tl.add_argument("--transform", default=None, help="also the trained objective's captured fraction (exp:T, ...)")
     lv = sub.add_parser("levels")
     lv.add_argument("policy", type=Path)
     lv.add_argument("reference", type=Path)
+    lv.add_argument("--transform", default="identity", help="the tilt to compare the law of c with (exp:T, ...)")
     args = ap.parse_args()
     if args.check == "per-prompt":
         per_prompt(args.results)
     elif args.check == "ties":
-        ties(args.store)
+        name, _, n = args.procedure.partition(":")
+        ties(args.store, args.transform, Procedure(name, int(n or 1)))
     elif args.check == "training-log":
-        training_log(args.runs)
+        training_log(args.runs, transform=args.transform)
     elif args.check == "levels":
-        levels(args.policy, args.reference)
+        levels(args.policy, args.reference, transform=args.transform)
     else:
         average(args.out, args.sources)
 

@@ -1,0 +1,61 @@
+"""`scripts/capture_diagnostics.py`: the exact discrete optimum behind its `ties` check."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mmalign.align.procedures import Procedure
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "capture_diagnostics.py"
+
+
+@pytest.fixture(scope="module")
+def diagnostics():
+    spec = importlib.util.spec_from_file_location("capture_diagnostics", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _enumerated_win_rate(values: np.ndarray, p: np.ndarray, procedure: Procedure) -> float:
+    """Every draw of N policy and N reference samples, kept by the procedure, ties half."""
+    keep = max if procedure.name == "bon" else min
+    q = np.full(len(values), 1 / len(values))
+    total = 0.0
+    for pol in itertools.product(range(len(values)), repeat=procedure.n):
+        for ref in itertools.product(range(len(values)), repeat=procedure.n):
+            a, b = keep(values[i] for i in pol), keep(values[j] for j in ref)
+            total += np.prod(p[list(pol)]) * np.prod(q[list(ref)]) * ((a > b) + 0.5 * (a == b))
+    return total
+
+
+@pytest.mark.parametrize("procedure", [Procedure("bon", 2), Procedure("won", 2), Procedure("bon", 3)])
+def test_kept_win_rate_equals_enumeration_with_ties(diagnostics, procedure):
+    values = np.array([0.3, 1.0, 0.3, 2.0])  # two samples tie
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    assert diagnostics._kept_win_rate(values, p, procedure) == pytest.approx(
+        _enumerated_win_rate(values, p, procedure), abs=1e-12)
+    assert diagnostics._kept_win_rate(values, np.full(4, 0.25), procedure) == pytest.approx(0.5, abs=1e-12)
+
+
+def test_ties_without_ties_matches_the_continuous_calculus(diagnostics, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    groups, k = 8, 512
+    values = torch.from_numpy(rng.random(groups * k))
+    save_file({"values": values, "offsets": torch.arange(0, groups * k + 1, k)}, str(tmp_path / "store.safetensors"))
+    diagnostics.ties(tmp_path / "store.safetensors", "exp:6.5", Procedure("bon", 4), kls=(0.5,))
+    out = capsys.readouterr().out
+    assert "0% of samples repeat" in out
+    kl, ratio = map(float, re.search(r"KL ([\d.]+) .*ratio of gains ([\d.]+)", out).groups())
+    assert kl == pytest.approx(0.5, abs=1e-3)
+    assert 0.98 < ratio < 1.005  # K = 512 distinct samples: the optimum of the samples is the calculus's

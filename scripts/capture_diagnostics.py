@@ -80,13 +80,14 @@ def parse_transform(spec: str):
 
 def _kept_win_rate(values: np.ndarray, p: np.ndarray, procedure: Procedure) -> float:
     """Exact win rate of the procedure on a policy with weights ``p`` on the reference samples
-    ``values`` (uniform under the reference), ties counting half."""
+    ``values`` (uniform under the reference), ties counting half: the distinct values are the
+    cells of :meth:`Procedure.win_rate`."""
     levels_, inverse = np.unique(values, return_inverse=True)
-    pol = np.cumsum(np.bincount(inverse, p, len(levels_)))
-    ref = np.cumsum(np.bincount(inverse, np.full(len(values), 1 / len(values)), len(levels_)))
-    h_pol, h_ref = procedure.cdf_map(np.clip(pol, 0, 1)), procedure.cdf_map(np.clip(ref, 0, 1))
-    below = np.concatenate([[0.0], h_ref[:-1]])
-    return float(np.sum(np.diff(np.concatenate([[0.0], h_pol])) * (below + (h_ref - below) / 2)))
+
+    def cdf(weights: np.ndarray) -> np.ndarray:
+        return np.clip(np.concatenate([[0.0], np.cumsum(np.bincount(inverse, weights, len(levels_)))]), 0, 1)
+
+    return procedure.win_rate(cdf(p), cdf(np.full(len(values), 1 / len(values))))
 
 
 def ties(store: Path, transform: str = "identity", procedure: Procedure = Procedure("standard", 1),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmalign.models.loading import load_policy
-from mmalign.rl.step import UpdateSettings, make_rollout
+from mmalign.rl.step import UpdateSettings, log_distributions, make_rollout
 
 PROMPTS = ["Human: What is the capital of France?\n\nAssistant:", "The quick brown", "Best-of-N"]
 
@@ -34,3 +34,17 @@ def test_kept_distributions_give_the_rollout_of_a_fresh_forward(policies):
     assert fresh.kl.abs().sum() > 0.1
     for name in ("old_logp", "ref_logp", "kl", "advantages"):
         assert torch.allclose(getattr(reused, name), getattr(fresh, name), atol=1e-4), name
+
+
+def test_kept_distributions_are_what_the_kl_reads(policies):
+    """The reuse is real: kept distributions equal to the reference's give zero KL, which a second
+    policy forward (the moved policy) would not."""
+    policy, reference = policies
+    samples = policy.sample(PROMPTS, n=4, max_new_tokens=8, generator=torch.Generator().manual_seed(2),
+                            keep_distributions=True)
+    samples.distributions = log_distributions(reference, samples)
+    scores = torch.zeros(samples.response_ids.shape[0])
+    s = UpdateSettings(n=4, kl_estimator="full")
+    assert make_rollout(policy, reference, samples, scores, s, beta=0.3, sampler_is_policy=True).kl.abs().max() < 1e-5
+    fresh = make_rollout(policy, reference, samples, scores, s, beta=0.3, sampler_is_policy=False)
+    assert fresh.kl.abs().sum() > 0.1  # not reused when the sampler is not the policy

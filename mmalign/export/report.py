@@ -28,8 +28,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if parity:
         lines += ["| metric | value |", "|---|---|"]
         for key in ("prompts", "new_tokens", "teacher_forced_agreement", "mean_kl", "kl_max", "logit_rel_err_max",
-                    "logit_rel_err_mean", "greedy_prompts", "greedy_agreement", "strict_agreement", "tokens_per_s",
-                    "reference_tokens_per_s", "runtime", "reference_runtime"):
+                    "logit_rel_err_mean", "greedy_prompts", "greedy_agreement", "strict_agreement", "divergences",
+                    "divergence_margin_max", "tokens_per_s", "reference_tokens_per_s", "runtime", "reference_runtime"):
             if key in parity:
                 lines.append(f"| {key} | {_fmt(parity[key])} |")
         floor = report.get("parity_floor")
@@ -42,7 +42,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "", "Relative logit error = max|Δlogits| / max|logits_ref| per prompt (teacher-forced on "
                   "prompt + reference greedy continuation); greedy agreement = share of positions where the "
                   "greedy outputs (stopping at EOS) equal PyTorch's; strict agreement = the same over all P×T "
-                  "free-running positions, past EOS too; mean KL = mean KL(p_ref ‖ p_exported) of the next-token "
+                  "free-running positions, past EOS too; divergences = prompts whose free-running output left PyTorch's, "
+                  "divergence_margin_max = PyTorch's largest top-1 minus top-2 logit margin where one first left it "
+                  "(near 0: near-tie flips); mean KL = mean KL(p_ref ‖ p_exported) of the next-token "
                   "distributions over the teacher-forced continuation (nats)."]
     else:
         lines.append("Verification skipped.")

@@ -23,6 +23,11 @@ secondary column, computed on the first ``greedy_count`` prompts only (all by de
   EOS, so tokens a model would never emit after its stop token are compared too (after a
   divergence later tokens usually differ). **Teacher-forced agreement** compares argmaxes on the
   reference sequence.
+- **divergences** = how many prompts' free-running outputs leave the reference's (ignoring EOS), and
+  **divergence margin max** = the largest top-1 minus top-2 logit margin of the reference where one
+  first leaves it. One flip costs the rest of its continuation in greedy agreement, so a small
+  model with near-ties can lose several points there from rounding alone; a margin near 0 says each
+  flip was such a near-tie, a large one that the export changed a confident choice.
 - **mean KL** = mean over the reference continuation's positions (teacher-forced) of
   KL(p_ref ‖ p_exported) between the two next-token distributions, in nats, as llama.cpp's
   ``perplexity --kl-divergence`` reports it: a harmless near-tie flip shows as a small KL, a broken
@@ -77,6 +82,8 @@ class Parity:
     mean_kl: float = float("nan")
     greedy_prompts: int = -1  # prompts the free-running greedy agreement was measured on (-1: all)
     kl_max: float = float("nan")  # the largest per-position KL
+    divergences: int = 0  # greedy-compared prompts whose free-running output left the reference's
+    divergence_margin_max: float = float("nan")  # largest reference top-2 logit margin where one first left
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +146,13 @@ def next_token_kl(ref_logits: np.ndarray, exp_logits: np.ndarray) -> np.ndarray:
     return np.maximum((np.exp(lp) * (lp - lq)).sum(axis=-1), 0.0)
 
 
+def top2_margin(logits: np.ndarray) -> float:
+    """How far the top logit of one ``[V]`` row is ahead of the second: near 0 at a near-tie, where a
+    harmless rounding difference can flip a greedy choice."""
+    top = np.partition(np.asarray(logits, dtype=np.float64), -2)[-2:]
+    return float(top[1] - top[0])
+
+
 def compare(ref: Reference, exported: ScoringPolicy, eos_ids: Sequence[int] = (),
             greedy_count: int | None = None, name: str = "exported") -> Parity:
     """Parity of ``exported`` (named ``name`` in the report) against a computed :class:`Reference`
@@ -146,7 +160,7 @@ def compare(ref: Reference, exported: ScoringPolicy, eos_ids: Sequence[int] = ()
     prompts (None: all, 0: none)."""
     g = len(ref.prompt_ids) if greedy_count is None else max(0, min(greedy_count, len(ref.prompt_ids)))
     exp_out, exp_tps = _timed_greedy(exported, ref.prompt_ids[:g], ref.new_tokens, name) if g else ([], float("nan"))
-    rel, strict, tf_agree, kls = [], [], [], []
+    rel, strict, tf_agree, kls, margins = [], [], [], [], []
     same_total, positions = 0, 0
     for i, (prompt, ref_cont, ref_logits) in enumerate(zip(ref.prompt_ids, ref.continuations, ref.logits)):
         exp_logits = sequence_logits(exported, prompt + ref_cont)
@@ -154,6 +168,9 @@ def compare(ref: Reference, exported: ScoringPolicy, eos_ids: Sequence[int] = ()
         if i < g:
             exp_cont = exp_out[i]
             strict.extend(int(a == b) for a, b in zip(ref_cont, exp_cont))
+            first = next((k for k, (a, b) in enumerate(zip(ref_cont, exp_cont)) if a != b), None)
+            if first is not None:
+                margins.append(top2_margin(ref_logits[len(prompt) - 1 + first]))
             same, length = output_agreement(until_eos(ref_cont, eos_ids), until_eos(exp_cont, eos_ids))
             same_total, positions = same_total + same, positions + length
         positions_next = slice(len(prompt) - 1, len(prompt) - 1 + len(ref_cont))
@@ -165,7 +182,8 @@ def compare(ref: Reference, exported: ScoringPolicy, eos_ids: Sequence[int] = ()
                   same_total / positions if positions else nan, float(np.mean(strict)) if strict else nan,
                   float(np.mean(tf_agree)), exp_tps, ref.tokens_per_s, name, ref.name,
                   float(np.mean(kls)) if kls else nan, greedy_prompts=g if greedy_count is not None else -1,
-                  kl_max=float(np.max(kls)) if kls else nan)
+                  kl_max=float(np.max(kls)) if kls else nan, divergences=len(margins),
+                  divergence_margin_max=max(margins) if margins else nan)
 
 
 def measure_parity(reference: ScoringPolicy, exported: ScoringPolicy, prompt_ids: list[list[int]], new_tokens: int,

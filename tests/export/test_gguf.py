@@ -121,7 +121,8 @@ def test_q8_0_agrees_and_q4_0_is_reported(trained_model, trained_llama_dir, refe
     f32_bytes = 4 * sum(p.numel() for p in trained_model.parameters())
     q8 = compare(reference, _numpy(_write(trained_model, trained_llama_dir, tmp_path / "q8.gguf", "q8_0"),
                                       trained_llama_dir))
-    assert q8.greedy_agreement >= 0.95, q8
+    # the primary bars; greedy outputs may only part at a near-tie (see test_onnx's int8 test)
+    assert q8.teacher_forced_agreement >= 0.98 and q8.mean_kl < 1e-3 and not q8.divergence_margin_max > 0.1, q8
     q4_path = _write(trained_model, trained_llama_dir, tmp_path / "q4.gguf", "q4_0")
     q4 = compare(reference, _numpy(q4_path, trained_llama_dir))
     assert 0 < q4.logit_rel_err_max < 1.0 and q4.teacher_forced_agreement > 0.8

@@ -87,8 +87,11 @@ def test_int8_is_weight_only_and_agrees(onnx_fp32, reference, tmp_path):
     fp32_dir, _ = onnx_fp32
     int8_dir = _quantized_copy(fp32_dir, tmp_path / "int8", "int8")
     int8 = compare(reference, load_policy(int8_dir), name="int8")
-    assert int8.greedy_agreement >= 0.95, int8
     assert int8.teacher_forced_agreement >= 0.98 and int8.logit_rel_err_max < 0.05, int8
+    # Free-running greedy outputs may part at the toy model's near-ties, which the CPU's own float
+    # rounding moves (on an AVX2-only EPYC one prompt left at a margin of 0.009, greedy agreement 0.92;
+    # with VNNI none did): each divergence must start at a near-tie, not at a confident choice.
+    assert not int8.divergence_margin_max > 0.1, int8  # nan: none left
     assert 0 < int8.mean_kl < 1e-3, int8  # quantized, so not identical, but close in distribution
     # weight-only: no run-time activation quantization, whose integer kernels differ by CPU
     # (saturating int16 pairs on AVX2 without VNNI); every MatMul weight is 8-bit
@@ -173,3 +176,4 @@ def test_int8_full_protocol_20x32(trained_llama_dir, tmp_path):
     # free-running greedy on every prompt is secondary: one near-tie flip ends the row's agreement
     # (0.92 on the chat-templated prompts when written)
     assert parity["greedy_prompts"] == parity["prompts"] and parity["greedy_agreement"] >= 0.85
+    assert not parity["divergence_margin_max"] > 0.1  # and each flip was at a near-tie

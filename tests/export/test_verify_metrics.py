@@ -1,4 +1,4 @@
-"""Greedy-output agreement stops at EOS; strict agreement does not."""
+"""Greedy-output agreement stops at EOS; strict agreement does not; divergences carry the margin."""
 
 import numpy as np
 
@@ -30,3 +30,53 @@ def test_next_token_kl_matches_the_closed_form():
     np.testing.assert_allclose(got, [want], rtol=1e-12)
     same = np.random.default_rng(0).normal(size=(4, 50)) * 10
     np.testing.assert_allclose(next_token_kl(same, same + 2.0), np.zeros(4), atol=1e-12)
+
+
+class _Bigram:
+    """A model whose next-token logits depend only on the last token (a table ``[V, V]``): enough of
+    the scoring interface for :func:`compare`."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = table
+
+    def sample(self, prompts, n=1, *, max_new_tokens, greedy, ignore_eos):
+        import torch
+
+        ids = list(prompts[0].token_ids)
+        for _ in range(max_new_tokens):
+            ids.append(int(self.table[ids[-1]].argmax()))
+        out = torch.tensor([ids[len(prompts[0].token_ids):]])
+        return type("Samples", (), {"response_ids": out, "response_mask": torch.ones_like(out)})
+
+    def batch_from_ids(self, prompts, prompt_ids, response_ids):
+        return prompt_ids[0] + response_ids[0]
+
+    def logits(self, ids):
+        import torch
+
+        return torch.from_numpy(self.table[ids[:-1]])[None]
+
+
+def test_divergences_report_the_reference_margin_where_each_output_left_it():
+    from mmalign.export.verify import compare, run_reference, top2_margin
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(6, 6)) * 3
+    table[2, 4] = table[2].max() + 0.01  # after token 2 the reference prefers 4 by a hair
+    table[2, 5] = table[2, 4] - 0.01
+    ref = run_reference(_Bigram(table), [[0, 2], [1, 1]], new_tokens=4)
+    assert [c[0] for c in ref.continuations] == [4, int(table[1].argmax())]
+
+    same = compare(ref, _Bigram(table.copy()))
+    assert same.divergences == 0 and np.isnan(same.divergence_margin_max) and same.greedy_agreement == 1.0
+
+    flipped = table.copy()
+    flipped[2, 5] += 0.03  # a rounding-sized change that flips the near-tie
+    near = compare(ref, _Bigram(flipped))
+    assert near.divergences >= 1 and near.greedy_agreement < 1.0  # every chain through token 2 leaves
+    assert near.divergence_margin_max == np.float64(top2_margin(table[2])) and near.divergence_margin_max < 0.02
+
+    broken = table.copy()
+    broken[1] = broken[1][::-1].copy()  # a confident choice changed: the margin where it left is large
+    far = compare(ref, _Bigram(broken))
+    assert far.divergences >= 1 and far.divergence_margin_max > 0.5

@@ -192,7 +192,7 @@ def levels(policy: Path, reference: Path, samples: int = 128, ref_samples: int =
     reward = build_reward(cfg.selection_reward, "selection_reward")
     gp, gr = torch.Generator().manual_seed(cfg.run.seed), torch.Generator().manual_seed(cfg.run.seed + 1)
     n_new = cfg.sampling.max_new_tokens
-    cs, ref_cs, kls = [], [], []
+    cs, ref_cs, kls, drawn = [], [], [], {"policy": [], "reference": []}
     with torch.no_grad():
         for i in range(0, len(prompts), 8):
             batch = prompts[i:i + 8]
@@ -203,6 +203,8 @@ def levels(policy: Path, reference: Path, samples: int = 128, ref_samples: int =
             cs.append(calibrate(rr, _scores(reward, batch, ps.texts, samples)).numpy())
             ref_cs.append(calibrate(rr, rr).numpy())
             kls.append(exact.reshape(len(batch), samples).numpy())
+            drawn["policy"].append(ps)
+            drawn["reference"].append(rs)
     cs, ref_cs, kls = np.concatenate(cs), np.concatenate(ref_cs), np.concatenate(kls)
     edges = np.linspace(0, 1, bins + 1)
     marginal = []
@@ -215,6 +217,21 @@ def levels(policy: Path, reference: Path, samples: int = 128, ref_samples: int =
           f"KL of the law of c {mk:.3f} (captured against it {(c - .5) / (identity_win_rate(mk) - .5):.3f}); "
           f"KL within reward levels {kl - mk:.3f} ({(kl - mk) / kl:.0%})")
     law_of_c(cs, kl, edges, parse_transform(transform))
+    for name, c, batches in (("policy", cs, drawn["policy"]), ("reference", ref_cs, drawn["reference"])):
+        response_shape(name, c, batches, edges)
+
+
+def response_shape(name: str, cs: np.ndarray, batches: list, edges: np.ndarray) -> None:
+    """Mean response length (tokens) per c bin, and how many distinct texts the top bin holds per
+    prompt: whether a policy's top mass is short, long, or a few answers repeated."""
+    lengths = np.concatenate([b.response_mask.sum(1).numpy() for b in batches]).reshape(cs.shape)
+    texts = np.asarray([t for b in batches for t in b.texts], dtype=object).reshape(cs.shape)
+    bins = np.clip(np.digitize(cs, edges[1:-1]), 0, len(edges) - 2)
+    mean_len = [f"{lengths[bins == k].mean():7.2f}" if (bins == k).any() else "      -" for k in range(len(edges) - 1)]
+    top = bins == len(edges) - 2
+    distinct = np.mean([len(set(texts[j][top[j]])) for j in range(cs.shape[0])])
+    print(f"{name + ' tokens':>14} " + " ".join(mean_len)
+          + f"  (top bin: {distinct:.1f} distinct texts of {top.sum(1).mean():.1f} per prompt)")
 
 
 def law_of_c(cs: np.ndarray, kl: float, edges: np.ndarray, phi) -> None:

@@ -59,3 +59,17 @@ def test_ties_without_ties_matches_the_continuous_calculus(diagnostics, tmp_path
     kl, ratio = map(float, re.search(r"KL ([\d.]+) .*ratio of gains ([\d.]+)", out).groups())
     assert kl == pytest.approx(0.5, abs=1e-3)
     assert 0.98 < ratio < 1.005  # K = 512 distinct samples: the optimum of the samples is the calculus's
+
+
+def test_response_shape_bins_lengths_and_counts_distinct_top_texts(diagnostics, capsys):
+    from types import SimpleNamespace
+
+    # two prompts x 4 responses: c, token count and text per response
+    cs = np.array([[0.05, 0.95, 0.95, 0.5], [0.92, 0.97, 0.15, 0.55]])
+    lengths = torch.tensor([[3, 1, 1, 9], [2, 4, 6, 7]]).reshape(-1)
+    mask = (torch.arange(10)[None, :] < lengths[:, None]).long()
+    texts = ["a", "top", "top", "mid", "x", "y", "low", "mid"]
+    diagnostics.response_shape("policy", cs, [SimpleNamespace(response_mask=mask, texts=texts)], np.linspace(0, 1, 3))
+    out = capsys.readouterr().out
+    # bin 0-.5: lengths 3 and 6; bin .5-1: 1, 1, 9, 2, 4, 7; top-bin distinct texts: {top, mid}, {x, y, mid}
+    assert re.search(r"policy tokens\s+4\.50\s+4\.00\s+\(top bin: 2\.5 distinct texts of 3\.0 per prompt\)", out), out

@@ -110,10 +110,25 @@ def _timed_greedy(policy: ScoringPolicy, prompts: list[list[int]], n: int, name:
     return outs, len(prompts) * n / max(time.perf_counter() - start, 1e-9)
 
 
+def batch_greedy(policy: ScoringPolicy, prompts: list[list[int]], n: int) -> list[list[int]]:
+    """``n`` greedy tokens after each of ``prompts``, all in one left-padded batch (EOS not special)."""
+    if not prompts:
+        return []
+    out = policy.sample([TokenPrompt(token_ids=list(p)) for p in prompts], n=1, max_new_tokens=n, greedy=True,
+                        ignore_eos=True)
+    return [out.response_ids[i, : int(out.response_mask[i].sum())].tolist() for i in range(len(prompts))]
+
+
 def run_reference(reference: ScoringPolicy, prompt_ids: list[list[int]], new_tokens: int,
-                  name: str = "pytorch-fp32") -> Reference:
-    """Greedy-generate ``new_tokens`` per prompt with the reference and keep its logits."""
-    conts, tps = _timed_greedy(reference, prompt_ids, new_tokens, name)
+                  name: str = "pytorch-fp32", timed: int | None = None) -> Reference:
+    """Greedy-generate ``new_tokens`` per prompt with the reference and keep its logits.
+
+    The first ``timed`` prompts (None: all) are decoded one at a time, as a deployed runtime
+    decodes, and give the tokens/s column; the rest go in one batch, which is 3× faster on
+    SmolLM2-135M (and gave the same tokens there)."""
+    k = len(prompt_ids) if timed is None else max(0, min(timed, len(prompt_ids)))
+    conts, tps = _timed_greedy(reference, prompt_ids[:k], new_tokens, name) if k else ([], float("nan"))
+    conts += batch_greedy(reference, prompt_ids[k:], new_tokens)
     logits = [sequence_logits(reference, list(p) + list(c)) for p, c in zip(prompt_ids, conts)]
     return Reference([list(p) for p in prompt_ids], conts, logits, tps, name)
 
@@ -191,8 +206,8 @@ def measure_parity(reference: ScoringPolicy, exported: ScoringPolicy, prompt_ids
                    names: tuple[str, str] = ("pytorch-fp32", "exported")) -> Parity:
     """Compare ``exported`` with ``reference`` on tokenised prompts (outputs stop at ``eos_ids``);
     ``names`` label the two runtimes in the report."""
-    return compare(run_reference(reference, prompt_ids, new_tokens, names[0]), exported, eos_ids, greedy_count,
-                   names[1])
+    return compare(run_reference(reference, prompt_ids, new_tokens, names[0], timed=greedy_count), exported, eos_ids,
+                   greedy_count, names[1])
 
 
 #: The floor an export's parity must reach, per quant (teacher-forced top-1 at least, mean KL in

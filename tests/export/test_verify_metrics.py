@@ -42,10 +42,13 @@ class _Bigram:
     def sample(self, prompts, n=1, *, max_new_tokens, greedy, ignore_eos):
         import torch
 
-        ids = list(prompts[0].token_ids)
-        for _ in range(max_new_tokens):
-            ids.append(int(self.table[ids[-1]].argmax()))
-        out = torch.tensor([ids[len(prompts[0].token_ids):]])
+        rows = []
+        for prompt in prompts:
+            ids = list(prompt.token_ids)
+            for _ in range(max_new_tokens):
+                ids.append(int(self.table[ids[-1]].argmax()))
+            rows.append(ids[len(prompt.token_ids):])
+        out = torch.tensor(rows)
         return type("Samples", (), {"response_ids": out, "response_mask": torch.ones_like(out)})
 
     def batch_from_ids(self, prompts, prompt_ids, response_ids):
@@ -80,3 +83,18 @@ def test_divergences_report_the_reference_margin_where_each_output_left_it():
     broken[1] = broken[1][::-1].copy()  # a confident choice changed: the margin where it left is large
     far = compare(ref, _Bigram(broken))
     assert far.divergences >= 1 and far.divergence_margin_max > 0.5
+
+
+def test_reference_times_the_first_prompts_alone_and_batches_the_rest():
+    from mmalign.export.verify import greedy_tokens, run_reference
+
+    model = _Bigram(np.random.default_rng(1).normal(size=(5, 5)))
+    prompts = [[0], [1, 2], [3], [4, 0]]
+    calls = []
+    sample = model.sample
+    model.sample = lambda ps, *a, **k: (calls.append(len(ps)), sample(ps, *a, **k))[1]
+    ref = run_reference(model, prompts, new_tokens=3, timed=1)
+    assert calls == [1, 3]  # one prompt alone (timed), then the other three in one batch
+    assert ref.continuations == [greedy_tokens(_Bigram(model.table), p, 3) for p in prompts]
+    assert ref.tokens_per_s > 0
+    assert np.isnan(run_reference(model, prompts, new_tokens=3, timed=0).tokens_per_s)

@@ -51,8 +51,16 @@ from mmalign.utils.progress import progress
 
 def greedy_tokens(policy: ScoringPolicy, prompt_ids: Sequence[int], n: int) -> list[int]:
     """``n`` greedy tokens after ``prompt_ids`` (batch 1, KV cache, EOS not special)."""
-    out = policy.sample([TokenPrompt(token_ids=list(prompt_ids))], n=1, max_new_tokens=n, greedy=True, ignore_eos=True)
-    return out.response_ids[0, : int(out.response_mask[0].sum())].tolist()
+    return batch_greedy(policy, [list(prompt_ids)], n)[0]
+
+
+def batch_greedy(policy: ScoringPolicy, prompts: list[list[int]], n: int) -> list[list[int]]:
+    """``n`` greedy tokens after each of ``prompts``, all in one left-padded batch (EOS not special)."""
+    if not prompts:
+        return []
+    out = policy.sample([TokenPrompt(token_ids=list(p)) for p in prompts], n=1, max_new_tokens=n, greedy=True,
+                        ignore_eos=True)
+    return [out.response_ids[i, : int(out.response_mask[i].sum())].tolist() for i in range(len(prompts))]
 
 
 def sequence_logits(policy: ScoringPolicy, ids: Sequence[int]) -> np.ndarray:
@@ -110,22 +118,12 @@ def _timed_greedy(policy: ScoringPolicy, prompts: list[list[int]], n: int, name:
     return outs, len(prompts) * n / max(time.perf_counter() - start, 1e-9)
 
 
-def batch_greedy(policy: ScoringPolicy, prompts: list[list[int]], n: int) -> list[list[int]]:
-    """``n`` greedy tokens after each of ``prompts``, all in one left-padded batch (EOS not special)."""
-    if not prompts:
-        return []
-    out = policy.sample([TokenPrompt(token_ids=list(p)) for p in prompts], n=1, max_new_tokens=n, greedy=True,
-                        ignore_eos=True)
-    return [out.response_ids[i, : int(out.response_mask[i].sum())].tolist() for i in range(len(prompts))]
-
-
 def run_reference(reference: ScoringPolicy, prompt_ids: list[list[int]], new_tokens: int,
                   name: str = "pytorch-fp32", timed: int | None = None) -> Reference:
     """Greedy-generate ``new_tokens`` per prompt with the reference and keep its logits.
 
     The first ``timed`` prompts (None: all) are decoded one at a time, as a deployed runtime
-    decodes, and give the tokens/s column; the rest go in one batch, which is 3× faster on
-    SmolLM2-135M (and gave the same tokens there)."""
+    decodes, and give the tokens/s column; the rest go in one batch, which is faster."""
     k = len(prompt_ids) if timed is None else max(0, min(timed, len(prompt_ids)))
     conts, tps = _timed_greedy(reference, prompt_ids[:k], new_tokens, name) if k else ([], float("nan"))
     conts += batch_greedy(reference, prompt_ids[k:], new_tokens)

@@ -96,5 +96,4 @@ def test_reference_times_the_first_prompts_alone_and_batches_the_rest():
     ref = run_reference(model, prompts, new_tokens=3, timed=1)
     assert calls == [1, 3]  # one prompt alone (timed), then the other three in one batch
     assert ref.continuations == [greedy_tokens(_Bigram(model.table), p, 3) for p in prompts]
-    assert ref.tokens_per_s > 0
-    assert np.isnan(run_reference(model, prompts, new_tokens=3, timed=0).tokens_per_s)
+    assert np.isnan(run_reference(model, prompts, new_tokens=3, timed=0).tokens_per_s)  # nothing timed

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -72,18 +70,13 @@ def _manifest(ckpt: Checkpoint, fmt: str, quant: str, model_file: str) -> Manife
 
 
 def _export_onnx(model: Any, quant: str, out: Path) -> str:
-    from mmalign.export.onnx_export import export_decoder_onnx
+    from mmalign.export.onnx_export import decoder_onnx_model, export_decoder_onnx
     from mmalign.export.onnx_quant import quantize_int4, quantize_int8
 
     if quant == "fp32":
         export_decoder_onnx(model, out / "model.onnx")
-        return "model.onnx"
-    scratch = Path(tempfile.mkdtemp(prefix=".fp32-", dir=out))
-    try:
-        fp32 = export_decoder_onnx(model, scratch / "model.onnx")
-        (quantize_int8 if quant == "int8" else quantize_int4)(fp32, out / "model.onnx")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    else:  # quantize the graph in memory: no fp32 copy written and read back
+        (quantize_int8 if quant == "int8" else quantize_int4)(decoder_onnx_model(model), out / "model.onnx")
     return "model.onnx"
 
 

@@ -72,19 +72,32 @@ def fold_graph(model: Any) -> None:
         cleanup(model)
 
 
-def _save(program: Any, path: Path) -> None:
+def _save(model: Any, path: Path) -> None:
     import onnx
 
-    model = program.model_proto
-    _strip_metadata(model)
     large = model.ByteSize() > 1_800_000_000
     onnx.save_model(model, str(path), save_as_external_data=large,
                     location=path.name + ".data" if large else None)
 
 
+def _to_proto(program: Any) -> Any:
+    """The folded ``onnx.ModelProto`` of an ``ONNXProgram``, without per-node stack traces."""
+    fold_graph(program.model)
+    model = program.model_proto
+    _strip_metadata(model)
+    return model
+
+
 def export_decoder_onnx(model: torch.nn.Module, path: str | Path) -> Path:
     """Export a HF Llama-style causal LM (with KV cache in/out) to ``path``."""
     path = Path(path)
+    _save(decoder_onnx_model(model), path)
+    return path
+
+
+def decoder_onnx_model(model: torch.nn.Module) -> Any:
+    """A HF Llama-style causal LM (with KV cache in/out) as an in-memory ``onnx.ModelProto``
+    (what :func:`export_decoder_onnx` writes; a quantizer can take it without a round trip on disk)."""
     cfg = model.config
     n_layer = cfg.num_hidden_layers
     kv_heads = cfg.num_key_value_heads or cfg.num_attention_heads
@@ -102,9 +115,7 @@ def export_decoder_onnx(model: torch.nn.Module, path: str | Path) -> Path:
         program = torch.onnx.export(DecoderWithFlatCache(model.eval()), (ids, mask, pos, *past),
                                     input_names=inputs, output_names=outputs, dynamic_shapes=shapes,
                                     opset_version=OPSET, dynamo=True, optimize=False, verbose=False)
-    fold_graph(program.model)
-    _save(program, path)
-    return path
+    return _to_proto(program)
 
 
 def export_module_onnx(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path, *,
@@ -125,7 +136,6 @@ def export_module_onnx(module: torch.nn.Module, example_inputs: Sequence[torch.T
         program = torch.onnx.export(module.eval(), example_inputs, input_names=list(input_names or []) or None,
                                     output_names=list(output_names or []) or None, dynamic_shapes=dynamic_shapes,
                                     opset_version=OPSET, dynamo=True, optimize=False, verbose=False)
-    fold_graph(program.model)
-    _save(program, path)
+    _save(_to_proto(program), path)
     return path
 

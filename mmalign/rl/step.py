@@ -32,6 +32,7 @@ the gradient's expectation is unchanged (the same objective and optimum) and its
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class UpdateSettings:
     clip: float = 0.2
     value_clip: float = 0.2
     vf_coef: float = 0.1
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # 0: no clipping
     loss_agg: str = "seq_sum"
     temperature: float = 1.0
     forward_weight: float = 0.0  # BOND: weight of the forward-KL (SFT on best-of-N) term
@@ -256,10 +257,11 @@ def update(policy, rollout: Rollout, s: UpdateSettings, *, beta: float, optimize
                         stats["vf_loss"].append(float(vf.detach()))
                         loss = loss + s.vf_coef * vf
                     backward((1.0 - alpha) * weight * loss)
+            max_norm = s.max_grad_norm or math.inf  # 0: measure the norm, do not clip
             if accelerator is not None:
-                norm = accelerator.clip_grad_norm_(params, s.max_grad_norm)
+                norm = accelerator.clip_grad_norm_(params, max_norm)
             else:
-                norm = torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+                norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             norm = float(norm)
             if norm != norm or norm in (float("inf"), float("-inf")):
                 raise FloatingPointError("non-finite gradient norm")

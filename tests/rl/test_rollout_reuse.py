@@ -48,3 +48,30 @@ def test_kept_distributions_are_what_the_kl_reads(policies):
     assert make_rollout(policy, reference, samples, scores, s, beta=0.3, sampler_is_policy=True).kl.abs().max() < 1e-5
     fresh = make_rollout(policy, reference, samples, scores, s, beta=0.3, sampler_is_policy=False)
     assert fresh.kl.abs().sum() > 0.1  # not reused when the sampler is not the policy
+
+
+def _one_update(policies, max_grad_norm: float) -> list[torch.Tensor]:
+    """The policy's weights after one update with ``max_grad_norm`` (the policy is restored after)."""
+    from mmalign.rl.step import update
+
+    policy, reference = policies
+    params = list(policy.trainable_parameters())
+    before = [p.detach().clone() for p in params]
+    samples = policy.sample(PROMPTS, n=4, max_new_tokens=8, generator=torch.Generator().manual_seed(3))
+    scores = 100 * torch.rand(samples.response_ids.shape[0], generator=torch.Generator().manual_seed(4))
+    s = UpdateSettings(n=4, max_grad_norm=max_grad_norm)
+    rollout = make_rollout(policy, reference, samples, scores, s, beta=0.1, sampler_is_policy=False)
+    stats = update(policy, rollout, s, beta=0.1, optimizer=torch.optim.SGD(params, lr=1e-3), params=params,
+                   generator=torch.Generator().manual_seed(5))
+    after = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, b in zip(params, before):
+            p.copy_(b)
+    assert stats["grad_norm"] > 1.0  # large rewards: a norm of 1 would clip
+    return after
+
+
+def test_max_grad_norm_zero_turns_clipping_off(policies):
+    unclipped, off, clipped = (_one_update(policies, m) for m in (1e12, 0.0, 1.0))
+    assert all(torch.equal(a, b) for a, b in zip(unclipped, off))
+    assert not all(torch.allclose(a, b) for a, b in zip(unclipped, clipped))

@@ -111,7 +111,7 @@ class TrainConfig:
     epochs: int = field(default=1, metadata={"ge": 1})  # passes over each rollout batch
     minibatches: int = field(default=1, metadata={"ge": 1})  # optimizer steps per epoch
     grad_accum: int = field(default=1, metadata={"ge": 1})  # micro-batches per minibatch
-    max_grad_norm: float = field(default=1.0, metadata={"gt": 0})
+    max_grad_norm: float = field(default=1.0, metadata={"ge": 0})  # 0: no clipping
     clip: float = field(default=0.2, metadata={"gt": 0})
     value_clip: float = field(default=0.2, metadata={"gt": 0})
     vf_coef: float = field(default=0.1, metadata={"ge": 0})

@@ -20,9 +20,10 @@ in the graph; what the kernel does with them is its ``accuracy_level``.
   quantization: per block of 32, a float scale and a float zero point fitted to minimise the
   reconstruction error, no calibration data); the embedding table becomes ``GatherBlockQuantized``
   (round-to-nearest, symmetric) unless it is tied to the output layer, whose fp32 table stays
-  (:func:`shared_table_gathers`). HQQ's float zero points run on onnxruntime's generic kernel,
-  which de-quantizes in fp32 (the same on every CPU, slower than the int8-compute kernel of
-  round-to-nearest at ``accuracy_level=4``). On SmolLM2-135M HQQ keeps teacher-forced top-1 at
+  (:func:`shared_table_gathers`). onnxruntime runs float zero points only on its generic,
+  de-quantizing kernel, so they are split off into a small fp32 correction
+  (:mod:`mmalign.export.zero_point_split`) and the 4-bit MatMuls run on the fast kernel at fp32
+  compute (``accuracy_level=1``). On SmolLM2-135M HQQ keeps teacher-forced top-1 at
   99.6% where round-to-nearest gave 71-76% at any block size / accuracy level (docs/export.md;
   that checkpoint's weights come from a Q4_1 GGUF, whose grid HQQ's blocks of 32 re-find).
 
@@ -41,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+from mmalign.export.zero_point_split import split_float_zero_points
 
 ONNX_QUANTS = ("fp32", "int8", "int4")
 
@@ -107,6 +110,8 @@ def quantize_weight_only(src: Path | onnx.ModelProto, dst: Path, quant: str, *, 
             if algo not in ALGORITHMS:
                 raise ValueError(f"unknown weight-only algorithm {algo!r}")
             model = _quantize_pass(model, algo, bits, ops, level, block_size)
+        if any(algo == "hqq" for algo, *_ in passes):
+            split_float_zero_points(model)  # HQQ's float zero points: onto the fast kernel
         from onnxruntime.quantization.onnx_model import ONNXModel
 
         ONNXModel(model).save_model_to_file(str(dst), use_external_data_format=False)

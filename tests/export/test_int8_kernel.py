@@ -11,20 +11,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from mmalign.export.onnx_quant import WEIGHT_ONLY, quantize_int8
+from tests.export.onnx_graphs import single_matmul
 
 K, N = 64, 8
 SIGNS = np.where(np.arange(K) % 2 == 0, 1.0, -1.0).astype(np.float32)
-
-
-def _matmul_model(weight: np.ndarray) -> onnx.ModelProto:
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "matmul",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, K])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, N])],
-                              [numpy_helper.from_array(weight, "w")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 @pytest.mark.parametrize("weight,activation", [
@@ -37,7 +29,7 @@ def _matmul_model(weight: np.ndarray) -> onnx.ModelProto:
 def test_int8_compute_does_not_saturate(tmp_path, weight, activation, rows):
     import onnxruntime as ort
 
-    path = quantize_int8(_matmul_model(weight.astype(np.float32)), tmp_path / "int8.onnx")
+    path = quantize_int8(single_matmul(weight), tmp_path / "int8.onnx")
     ops = {(n.op_type, a.i) for n in onnx.load(str(path)).graph.node for a in n.attribute
            if a.name == "accuracy_level"}
     assert ops == {("MatMulNBits", WEIGHT_ONLY["int8"][0][3])}, ops

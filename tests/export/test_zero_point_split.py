@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from mmalign.export.onnx_quant import _quantize_pass
 from mmalign.export.zero_point_split import split_float_zero_points
+from tests.export.onnx_graphs import single_matmul
 
 K, N = 96, 40
 
 
 def _hqq_matmul(rank: int) -> onnx.ModelProto:
     """One MatMul on a rank-``rank`` input, quantized by onnxruntime's HQQ (float zero points)."""
-    weight = np.random.default_rng(0).standard_normal((K, N)).astype(np.float32)
-    shape = [None] * (rank - 1) + [K]
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "matmul",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape[:-1] + [N])],
-                              [numpy_helper.from_array(weight, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model = single_matmul(np.random.default_rng(0).standard_normal((K, N)), rank)
     return _quantize_pass(model, "hqq", 4, ("MatMul",), None, 32)
 
 

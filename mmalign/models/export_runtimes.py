@@ -8,8 +8,11 @@
   runtime the file is deployed with.
 
 Each gives full-sequence logits, a reusable prefix state (a KV cache), logits of suffixes after it,
-and one-token decoding steps from a state. :mod:`mmalign.models.exported` puts the Policy's scoring
-interface on top.
+and one-token decoding steps from a state (``start`` / ``step``). A runtime whose state can hold
+several sequences (``batched = True``: ONNX) also decodes ``n`` rows of one prompt together:
+``start_rows`` prefills the prompt once and repeats its cache, ``step_rows`` advances every row by
+one token in one pass, and ``keep_rows`` drops the rows that have finished.
+:mod:`mmalign.models.exported` puts the Policy's scoring interface on top.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class OnnxRuntime:
 
     name = "onnxruntime"
     tolerance = 1e-3
+    batched = True
 
     def __init__(self, directory: str | Path) -> None:
         from mmalign.edge.onnx_lm import OnnxLM
@@ -66,12 +70,28 @@ class OnnxRuntime:
         logits, past = self.lm.forward(np.asarray([[token]]), state)
         return logits[0, -1], past
 
+    def start_rows(self, ids: Sequence[int], n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Next-token logits [n, V] after the prompt ``ids`` (prefilled once) and a state of ``n`` rows."""
+        logits, past = self.lm.forward(np.asarray([list(ids)]), self.lm.empty_past(1))
+        return np.repeat(logits[:, -1], n, axis=0), [np.repeat(p, n, axis=0) for p in past]
+
+    def step_rows(self, tokens: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Logits [B, V] after each row's next token ``tokens`` [B], in one batched pass."""
+        logits, past = self.lm.forward(np.asarray(tokens, dtype=np.int64)[:, None], state)
+        return logits[:, -1], past
+
+    def keep_rows(self, state: list[np.ndarray], rows: Sequence[int]) -> list[np.ndarray]:
+        """The state of the rows ``rows`` only (the others have finished)."""
+        index = np.asarray(rows, dtype=np.int64)
+        return [p[index] for p in state]
+
 
 class NumpyGGUFRuntime:
     """A Llama GGUF file through the NumPy reference runner (slow, exact to llama.cpp's layout)."""
 
     name = "numpy-gguf"
     tolerance = 1e-3
+    batched = False
 
     def __init__(self, path: str | Path) -> None:
         from mmalign.edge.gguf_model import GGUFLlama
@@ -103,6 +123,7 @@ class LlamaCppRuntime:
 
     name = "llama.cpp"
     tolerance = 5e-2  # batch shapes pick different quantised kernels
+    batched = False  # one context, one sequence
 
     def __init__(self, path: str | Path, n_ctx: int = 2048) -> None:
         if not llama_cpp_available():

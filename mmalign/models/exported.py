@@ -195,9 +195,10 @@ class ExportedPolicy:
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
                stop: Sequence[str] = (), generator: torch.Generator | None = None,
                ignore_eos: bool = False, keep_distributions: bool = False) -> Samples:
-        """``n`` continuations per prompt, decoded one row at a time from the prompt's cached state
-        (NumPy sampling, seeded from ``generator`` or torch's global generator); ``keep_distributions``
-        as in :meth:`mmalign.models.text.TextPolicy.sample`."""
+        """``n`` continuations per prompt (NumPy sampling, seeded from ``generator`` or torch's global
+        generator); ``keep_distributions`` as in :meth:`mmalign.models.text.TextPolicy.sample`. On a
+        batched runtime (ONNX) the prompt is prefilled once and its ``n`` rows decode in one pass
+        per token; llama.cpp and the NumPy runner decode one row at a time."""
         from mmalign.edge.sampling import SamplingParams
 
         if n < 1 or max_new_tokens < 1:
@@ -214,7 +215,11 @@ class ExportedPolicy:
         stop = tuple(s for s in stop if s)
         prompt_ids = self.encode_prompts(prompts, max_new_tokens)
         kept: list[list[np.ndarray]] | None = [] if keep_distributions else None
-        rows = [self._decode_row(p, max_new_tokens, params, rng, eos, stop, kept) for p in prompt_ids for _ in range(n)]
+        # a batched runtime decodes a prompt's n rows together; a one-sequence runtime, one by one
+        together = n if getattr(self.runtime, "batched", False) else 1
+        decoder = self.runtime if together > 1 else _OneRow(self.runtime)
+        rows = [row for p in prompt_ids for _ in range(n // together)
+                for row in self._decode_rows(decoder, p, together, max_new_tokens, params, rng, eos, stop, kept)]
         r_ids, r_mask = self._pad([toks for toks, _, _, _ in rows], left=False)
         logprobs = torch.zeros(r_ids.shape)
         for r, (_, lps, _, _) in enumerate(rows):
@@ -233,38 +238,51 @@ class ExportedPolicy:
                        texts=[text for _, _, _, text in rows], finish_reasons=[why for _, _, why, _ in rows], n=n,
                        distributions=distributions)
 
-    def _decode_row(self, prompt: list[int], max_new_tokens: int, params: Any, rng: np.random.Generator,
-                    eos: set[int], stop: tuple[str, ...], kept: list[list[np.ndarray]] | None = None,
-                    ) -> tuple[list[int], list[float], str, str]:
-        """One row; ``kept`` (a list) gets the row's list of [1, V] sampling log-distributions."""
+    def _decode_rows(self, decoder: Any, prompt: list[int], n: int, max_new_tokens: int, params: Any,
+                     rng: np.random.Generator, eos: set[int], stop: tuple[str, ...],
+                     kept: list[list[np.ndarray]] | None = None) -> list[tuple[list[int], list[float], str, str]]:
+        """``n`` rows after ``prompt``, decoded together (``decoder``: ``start_rows`` / ``step_rows`` /
+        ``keep_rows``); a row leaves the batch when it ends. ``kept`` (a list) gets each row's list
+        of [1, V] sampling log-distributions, in row order."""
         from mmalign.edge.sampling import choose
 
-        steps: list[np.ndarray] | None = None
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        logps: list[list[float]] = [[] for _ in range(n)]
+        reasons = ["length"] * n
+        steps: list[list[np.ndarray]] = [[] for _ in range(n)]
         if kept is not None:
-            steps = []
-            kept.append(steps)
-
-        last, state = self.runtime.start(prompt)
-        tokens: list[int] = []
-        logps: list[float] = []
-        reason = "length"
+            kept.extend(steps)
         window = max((len(s) for s in stop), default=0) + 4
+        alive = list(range(n))  # the rows still in the batch, in batch order
+        last, state = decoder.start_rows(prompt, n)
         for t in range(max_new_tokens):
-            ids, lp = choose(np.asarray(last)[None], params, rng, steps)
-            tokens.append(int(ids[0]))
-            logps.append(float(lp[0]))
-            if tokens[-1] in eos:
-                reason = "eos"
+            drawn: list[np.ndarray] | None = [] if kept is not None else None
+            ids, lp = choose(np.asarray(last), params, rng, drawn)
+            going = []
+            for j, r in enumerate(alive):
+                tokens[r].append(int(ids[j]))
+                logps[r].append(float(lp[j]))
+                if drawn is not None:
+                    steps[r].append(drawn[0][j:j + 1])
+                if tokens[r][-1] in eos:
+                    reasons[r] = "eos"
+                elif stop and any(s in self.decode(tokens[r][-window:]) for s in stop):
+                    reasons[r] = "stop"
+                else:
+                    going.append(j)
+            if not going or t == max_new_tokens - 1:
                 break
-            if stop and any(s in self.decode(tokens[-window:]) for s in stop):
-                reason = "stop"
-                break
-            if t < max_new_tokens - 1:
-                last, state = self.runtime.step(tokens[-1], state)
-        text = self.decode(tokens)
-        if reason == "stop":
-            text = text[:min(text.find(s) for s in stop if s in text)]
-        return tokens, logps, reason, text
+            if len(going) < len(alive):
+                state = decoder.keep_rows(state, going)
+                alive = [alive[j] for j in going]
+            last, state = decoder.step_rows(np.asarray([ids[j] for j in going]), state)
+        out = []
+        for toks, lps, reason in zip(tokens, logps, reasons):
+            text = self.decode(toks)
+            if reason == "stop":
+                text = text[:min(text.find(s) for s in stop if s in text)]
+            out.append((toks, lps, reason, text))
+        return out
 
     # ----------------------------------------------------------------- what an export cannot do
     def _frozen(self, what: str) -> UserError:
@@ -300,6 +318,27 @@ class ExportedPolicy:
 
     def through_prepared(self) -> Any:
         raise self._frozen("be prepared for training")
+
+
+class _OneRow:
+    """``start_rows`` / ``step_rows`` / ``keep_rows`` of one row on a runtime whose state holds one
+    sequence (llama.cpp, the NumPy runner)."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    def start_rows(self, ids: Sequence[int], n: int) -> tuple[np.ndarray, Any]:
+        if n != 1:
+            raise ValueError(f"{self.runtime.name} decodes one row at a time (asked for {n})")
+        last, state = self.runtime.start(ids)
+        return np.asarray(last)[None], state
+
+    def step_rows(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        last, state = self.runtime.step(int(tokens[0]), state)
+        return np.asarray(last)[None], state
+
+    def keep_rows(self, state: Any, rows: Sequence[int]) -> Any:
+        return state
 
 
 class _LogProbs:

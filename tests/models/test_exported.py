@@ -112,6 +112,32 @@ def test_kept_distributions_are_the_exports_next_token_distributions(onnx_dir):
     assert torch.allclose(picked, s.logprobs, atol=1e-5)
 
 
+def test_a_prompts_rows_decode_together_and_leave_the_batch_when_they_end(onnx_dir, gguf_dir, source):
+    exported = load_policy(onnx_dir)
+    assert exported.runtime.batched
+    s = exported.sample([PROMPTS[1]], n=6, max_new_tokens=8, temperature=1.0, stop=["e"], keep_distributions=True,
+                        generator=torch.Generator().manual_seed(3))
+    lengths = s.response_mask.sum(dim=1).tolist()
+    assert min(lengths) < max(lengths)  # a row left the batch early; the rest went on without it
+    alive = s.response_mask.bool()
+    forward = exported.logits(s).float().log_softmax(-1)
+    assert torch.allclose(s.distributions[alive], forward[alive], atol=1e-4)
+    assert torch.allclose(s.logprobs, exported.score(s), atol=1e-4)
+    # greedy rows decoded together equal one row at a time on the same graph, and the source's
+    ids = [TokenPrompt(token_ids=source.tokenize(PROMPTS[0]))]
+    greedy = {"max_new_tokens": 10, "greedy": True, "ignore_eos": True}
+    together = exported.sample(ids, n=3, **greedy).response_ids.tolist()
+    single = load_policy(onnx_dir)
+    single.runtime.batched = False
+    assert together == single.sample(ids, n=3, **greedy).response_ids.tolist()
+    assert together == source.sample(ids, n=3, **greedy).response_ids.tolist()
+    # a one-sequence runtime still gives n rows per prompt, each token's log-prob its score
+    gguf = open_exported(gguf_dir, runtime="numpy-gguf")
+    g = gguf.sample(PROMPTS, n=2, max_new_tokens=4, temperature=0.9, generator=torch.Generator().manual_seed(1))
+    assert g.prompt_index.tolist() == [0, 0, 1, 1]
+    assert torch.allclose(g.logprobs, gguf.score(g, temperature=0.9), atol=1e-4)
+
+
 def test_what_an_export_cannot_do_is_one_line(onnx_dir, tmp_path):
     exported = load_policy(onnx_dir)
     assert exported.reference() is exported and exported.trainable_parameters() == []

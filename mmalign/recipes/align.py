@@ -60,6 +60,7 @@ from mmalign.training import metrics as reduce
 from mmalign.training.divergence import check_finite, check_finite_weights, lr_hint
 from mmalign.training.schedule import make_scheduler
 from mmalign.utils.device import resolve_device
+from mmalign.utils.digest import weights_digest
 from mmalign.utils.progress import echo, progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
@@ -111,10 +112,16 @@ def build_task(cfg: AlignConfig, device: torch.device) -> Task:
     reward = build_reward(cfg.reward)
     policy = load_policy(cfg.model, run_device=str(device), run_dtype=cfg.run.dtype)
     m = cfg.model
-    fp = json.dumps({"path": str(Path(m.path).resolve()) if Path(m.path).is_dir() else m.path,
-                     "tokenizer": m.tokenizer, "quantization": m.quantization, "chat_template": m.chat_template,
+    fp = json.dumps({"weights": _model_identity(m.path), "tokenizer": _model_identity(m.tokenizer) if m.tokenizer else "",
+                     "quantization": m.quantization, "chat_template": m.chat_template,
                      "dtype": m.dtype if m.dtype != "run" else cfg.run.dtype})
     return Task(policy, reward, prompts, hashlib.sha256(fp.encode()).hexdigest()[:16])
+
+
+def _model_identity(path: str) -> str:
+    """What the reference is, for the calibration store: a local model's file contents (a moved
+    copy matches, weights trained again in place do not), else the hub id as given."""
+    return weights_digest(path) if Path(path).exists() else path
 
 
 def choose_transform(cfg: AlignConfig):

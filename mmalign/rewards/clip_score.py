@@ -16,6 +16,7 @@ import torch
 
 from mmalign.errors import ConfigError, DataError
 from mmalign.rewards.base import check_batch, stable_hash, to_scores
+from mmalign.utils.digest import weights_digest
 
 
 class ClipScoreReward:
@@ -85,13 +86,9 @@ class ClipScoreReward:
     def fingerprint(self) -> str:
         weights = ""
         if self.pretrained and Path(self.pretrained).is_file():
-            from mmalign.rewards.hf_classifier import _weights_digest  # same sampled digest
-
-            weights = _weights_digest(Path(self.pretrained).parent)
+            weights = weights_digest(Path(self.pretrained).parent, suffixes=(".safetensors", ".bin", ".json"))
         elif self.model_name.startswith("local-dir:"):
-            from mmalign.rewards.hf_classifier import _weights_digest
-
-            weights = _weights_digest(Path(self.model_name[len("local-dir:"):]))
+            weights = weights_digest(Path(self.model_name[len("local-dir:"):]), suffixes=(".safetensors", ".bin", ".json"))
         if self.pretrained is None and not weights:
             # random weights: identity is the tensor values themselves
             weights = stable_hash([float(p.double().sum()) for p in self.model.parameters()])

@@ -12,7 +12,6 @@ score equals that of a forward pass on the row alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +22,10 @@ import torch
 from mmalign.data.hh import hh_messages
 from mmalign.errors import ConfigError
 from mmalign.rewards.base import check_batch, stable_hash, to_scores
+from mmalign.utils.digest import weights_digest
 from mmalign.utils.io_errors import check_model_dir, check_tokenizer_dir, reading
 
 META_FILE = "mmalign_reward.json"
-_FULL_HASH_LIMIT = 256 * 2**20
 
 
 def format_pairs(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], mode: str,
@@ -83,23 +82,6 @@ def classifier_scores(model: Any, tokenizer: Any, texts: Sequence[str], *, label
         logits = model(**enc).logits
         out[torch.tensor(idx)] = logits[:, label_index].float().cpu()
     return out
-
-
-def _weights_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.glob("*")):
-        if f.suffix not in (".safetensors", ".bin", ".json") or not f.is_file():
-            continue
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
-        with f.open("rb") as fh:
-            if size <= _FULL_HASH_LIMIT:
-                h.update(fh.read())
-            else:  # very large shards: head, middle and tail
-                for pos in (0, size // 2, max(0, size - 2**20)):
-                    fh.seek(pos)
-                    h.update(fh.read(2**20))
-    return h.hexdigest()[:16]
 
 
 class HFClassifierReward:
@@ -162,7 +144,7 @@ class HFClassifierReward:
 
     def fingerprint(self) -> str:
         if self._folder is not None:
-            weights = _weights_digest(self._folder)
+            weights = weights_digest(self._folder, suffixes=(".safetensors", ".bin", ".json"))
         else:
             weights = str(getattr(self.model.config, "_commit_hash", None) or self._revision or "")
         return stable_hash({"kind": "hf_classifier", "path": self.path if self._folder is None else "",

@@ -223,3 +223,29 @@ def test_align_plots_its_curves_and_summarises_first_and_last_tenth(tmp_path, ti
     line = next(x for x in out.splitlines() if x.strip().startswith("kl:"))
     assert line.split(":", 1)[1].split()[0] == f"{first:.4g}" and f"-> {last:.4g} ±" in line, out
     assert "first -> last tenth" in out and str(png) in out
+
+
+def test_the_calibration_store_follows_the_reference_weights_not_their_path(tmp_path, tiny_llama_dir, run_cli):
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    def reference_fingerprint(model: Path, name: str) -> str:
+        cfg = write_align_config(tmp_path, model, name, train="{steps: 1, lr: 1.0e-3}")
+        code, _, err = run_cli("align", str(cfg), f"calibration.store={store}", "-q")
+        assert code == 0, err
+        with safe_open(str(store), framework="pt") as fh:
+            return fh.metadata()["policy_fingerprint"]
+
+    store = tmp_path / "calibration.safetensors"
+    first, moved = tmp_path / "ref", tmp_path / "elsewhere" / "ref"
+    shutil.copytree(tiny_llama_dir, first)
+    original = reference_fingerprint(first, "a")
+    shutil.copytree(first, moved)  # the same model at another path keeps the store
+    assert reference_fingerprint(moved, "b") == original
+    weights = load_file(str(first / "model.safetensors"))  # trained again in place: a new model
+    name = next(iter(weights))
+    weights[name] = weights[name] * 1.01
+    save_file(weights, str(first / "model.safetensors"), metadata={"format": "pt"})
+    assert reference_fingerprint(first, "c") != original

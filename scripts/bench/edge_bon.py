@@ -12,6 +12,7 @@ Runs are timed in alternation so background load hits them alike. Prints a markd
 ratios against PyTorch and against the row-at-a-time export.
 
     python scripts/bench/edge_bon.py [--n 8] [--prompts 4] [--new-tokens 32] [--rounds 2] [--quant int4]
+        [--checkpoint DIR]   # a real checkpoint instead, e.g. python -m mmalign.models.smollm2 build DIR
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--quant", default="int4", choices=["fp32", "int8", "int4"])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--checkpoint", default=None, help="time this checkpoint directory instead of the Nano shape")
     ap.add_argument("--workdir", default=None, help="keep the model and export here (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the results as JSON")
     args = ap.parse_args()
@@ -84,7 +86,7 @@ def main() -> None:
 
     set_quiet(True)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="edge-bon-"))
-    ckpt = work / "nano"
+    ckpt = Path(args.checkpoint) if args.checkpoint else work / "nano"
     if not (ckpt / "config.json").is_file():
         build_nano(ckpt)
     export = work / f"onnx-{args.quant}"
@@ -94,7 +96,8 @@ def main() -> None:
     runners = samplers(ckpt, export, args.n, args.new_tokens, args.threads)
     speed = interleaved_tokens_per_s(runners, prompts, args.n * args.new_tokens, args.rounds)
     base, rows = speed["pytorch"], speed["export, one row at a time"]
-    print(f"Nano shape {NANO} vocab {VOCAB}; ONNX {args.quant}; {len(prompts)} prompts x N = {args.n} x "
+    shape = ckpt.name if args.checkpoint else f"Nano shape {NANO} vocab {VOCAB}"
+    print(f"{shape}; ONNX {args.quant}; {len(prompts)} prompts x N = {args.n} x "
           f"{args.new_tokens} tokens x {args.rounds} rounds, {args.threads} threads")
     print("| sampler | tokens/s | vs PyTorch | vs one row at a time |")
     print("|---|---:|---:|---:|")

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-low-parity", action="store_true",
                         help="keep an export whose parity is below its quant's floor (exit 0, with a warning)")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check")
+    parser.add_argument("--int8-compute", default="int8", choices=("int8", "fp32"),
+                        help="onnx int8 only: multiply per-block int8 activations (int8, fast) or "
+                             "de-quantized weights in fp32 (closer to fp32, several times slower to decode)")
     add_common_flags(parser)
     parser.set_defaults(func=_run)
 
@@ -45,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
                                    eval_prompts=args.eval_prompts, eval_count=args.eval_count,
                                    eval_tokens=args.eval_tokens, verify=not args.no_verify,
                                    greedy_count=args.greedy_prompts, chat_template=args.chat_template,
-                                   keep_low_parity=args.keep_low_parity)
+                                   keep_low_parity=args.keep_low_parity, int8_compute=args.int8_compute)
     line = (f"{report['format']} {report['quant']}: {report['size_bytes']:,} B "
             f"({report['size_ratio_vs_fp32']:.1%} of fp32) -> {args.out}")
     parity = report.get("parity")

@@ -19,7 +19,7 @@ from mmalign.edge.manifest import MANIFEST_NAME, Manifest
 from mmalign.errors import UserError
 from mmalign.export.bnb_export import BNB_QUANTS
 from mmalign.export.gguf_export import QUANTS as GGUF_QUANTS
-from mmalign.export.onnx_quant import ONNX_QUANTS
+from mmalign.export.onnx_quant import INT8_COMPUTE, ONNX_QUANTS
 from mmalign.export.prompts import EVAL_COUNT, EVAL_TOKENS, encode_prompts, load_prompts
 from mmalign.export.report import write_report
 from mmalign.export.source import Checkpoint, open_checkpoint
@@ -69,14 +69,16 @@ def _manifest(ckpt: Checkpoint, fmt: str, quant: str, model_file: str) -> Manife
                     source=str(ckpt.merged_from_adapter or ckpt.path), mmalign_version=__version__)
 
 
-def _export_onnx(model: Any, quant: str, out: Path) -> str:
+def _export_onnx(model: Any, quant: str, out: Path, int8_compute: str) -> str:
     from mmalign.export.onnx_export import decoder_onnx_model, export_decoder_onnx
     from mmalign.export.onnx_quant import quantize_int4, quantize_int8
 
     if quant == "fp32":
         export_decoder_onnx(model, out / "model.onnx")
-    else:  # quantize the graph in memory: no fp32 copy written and read back
-        (quantize_int8 if quant == "int8" else quantize_int4)(decoder_onnx_model(model), out / "model.onnx")
+    elif quant == "int8":  # quantize the graph in memory: no fp32 copy written and read back
+        quantize_int8(decoder_onnx_model(model), out / "model.onnx", compute=int8_compute)
+    else:
+        quantize_int4(decoder_onnx_model(model), out / "model.onnx")
     return "model.onnx"
 
 
@@ -128,15 +130,21 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, quant: str | None, out: 
                       overwrite: bool = False, eval_prompts: str | Path | None = None,
                       eval_count: int = EVAL_COUNT, eval_tokens: int = EVAL_TOKENS, verify: bool = True,
                       greedy_count: int | None = None, chat_template: str = "auto",
-                      keep_low_parity: bool = False) -> dict[str, Any]:
+                      keep_low_parity: bool = False, int8_compute: str = "int8") -> dict[str, Any]:
     """Export ``checkpoint`` to ``out`` and verify it; returns the export report (also written to ``out``).
 
     Verification: ``eval_count`` prompts (chat-templated if the tokenizer has a template and
     ``chat_template`` is not ``off``), ``eval_tokens`` greedy reference tokens each, teacher-forced
     KL / top-1 on all, free-running greedy agreement on the first ``greedy_count`` (None: all).
     Parity below the quant's floor raises :class:`ParityError` unless ``keep_low_parity``.
+    ``int8_compute`` (ONNX int8 only): ``int8`` (per-block int8 activations, fast) or ``fp32``.
     """
     quant = check_format(fmt, quant)
+    if int8_compute not in INT8_COMPUTE:
+        raise UserError(f"--int8-compute must be {' or '.join(INT8_COMPUTE)} (got '{int8_compute}')")
+    if int8_compute != "int8" and (fmt, quant) != ("onnx", "int8"):
+        raise UserError(f"--int8-compute {int8_compute} applies to --format onnx --quant int8 only "
+                        f"(got --format {fmt} --quant {quant})")
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise UserError(f"{out}: output directory exists; pass --overwrite to replace it")
@@ -156,7 +164,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, quant: str | None, out: 
         with atomic_directory(out, overwrite=True) as tmp:
             echo(f"exporting {fmt} {quant} -> {out}")
             if fmt == "onnx":
-                model_file = _export_onnx(model, quant, tmp)
+                model_file = _export_onnx(model, quant, tmp, int8_compute)
             elif fmt == "gguf":
                 model_file = _export_gguf(model, ckpt, quant, tmp)
             else:
@@ -175,6 +183,8 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, quant: str | None, out: 
                 "size_ratio_vs_fp32": size / (4 * num_params), "source_weights_bytes": ckpt.weights_bytes(),
                 "parity": None,
             }
+            if (fmt, quant) == ("onnx", "int8"):
+                report["int8_compute"] = int8_compute
             if verify:
                 echo(f"verifying on {len(prompt_ids)} prompts x {eval_tokens} tokens")
                 start = time.perf_counter()

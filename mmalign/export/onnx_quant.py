@@ -53,6 +53,9 @@ WEIGHT_ONLY = {
     "int4": (("hqq", 4, ("MatMul",), None), ("rtn", 4, ("Gather",), 4)),
 }
 ALGORITHMS = ("rtn", "hqq")
+# int8's compute inside MatMulNBits: "int8" quantizes activations per block (fast, the default),
+# "fp32" de-quantizes the weights and multiplies in fp32 (closer to fp32, slower; docs/export.md)
+INT8_COMPUTE = {"int8": 4, "fp32": 1}
 
 
 def shared_table_gathers(model) -> list[str]:
@@ -120,9 +123,12 @@ def quantize_weight_only(src: Path | onnx.ModelProto, dst: Path, quant: str, *, 
     return dst
 
 
-def quantize_int8(src: Path, dst: Path, **kwargs) -> Path:
-    """8-bit weight quantization, int8 compute on per-block int8 activations (``accuracy_level=4``)."""
-    return quantize_weight_only(src, dst, "int8", **kwargs)
+def quantize_int8(src: Path, dst: Path, *, compute: str = "int8", **kwargs) -> Path:
+    """8-bit weight quantization; ``compute`` (:data:`INT8_COMPUTE`): ``int8`` multiplies per-block
+    int8 activations (``accuracy_level=4``), ``fp32`` de-quantized weights (``accuracy_level=1``)."""
+    if compute not in INT8_COMPUTE:
+        raise ValueError(f"unknown int8 compute {compute!r} (choose from {', '.join(INT8_COMPUTE)})")
+    return quantize_weight_only(src, dst, "int8", accuracy_level=INT8_COMPUTE[compute], **kwargs)
 
 
 def quantize_int4(src: Path, dst: Path, **kwargs) -> Path:

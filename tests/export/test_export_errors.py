@@ -49,6 +49,10 @@ def test_missing_checkpoint_and_bad_quant(run_cli, tiny_llama_dir, tmp_path):
     code, _, err = run_cli("export", "--checkpoint", str(tiny_llama_dir), "--format", "tflite",
                            "--out", str(tmp_path / "o"))
     _assert_one_line_error(code, err, "--format 'tflite'")
+    code, _, err = run_cli("export", "--checkpoint", str(tiny_llama_dir), "--format", "onnx", "--quant", "int4",
+                           "--int8-compute", "fp32", "--out", str(tmp_path / "o"))
+    _assert_one_line_error(code, err, "--int8-compute fp32", "--quant int8 only")
+    assert not (tmp_path / "o").exists()
     code, _, err = run_cli("export", "--checkpoint", str(tiny_llama_dir), "--format", "gguf",
                            "--out", str(tmp_path / "o"), "--eval-prompts", str(tmp_path / "none.txt"))
     _assert_one_line_error(code, err, "eval prompts file not found")

@@ -102,6 +102,34 @@ def test_int8_quantizes_every_matmul_weight_and_agrees(onnx_fp32, reference, tmp
     assert (int8_dir / "model.onnx").stat().st_size <= 0.45 * (fp32_dir / "model.onnx").stat().st_size
 
 
+def _accuracy_levels(path) -> set[int]:
+    import onnx
+
+    return {a.i for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"
+            for a in n.attribute if a.name == "accuracy_level"}
+
+
+def test_int8_fp32_compute_is_chosen_by_the_cli_and_recorded(run_cli, trained_llama_dir, onnx_fp32, reference,
+                                                              tmp_path, monkeypatch):
+    import onnx
+
+    from mmalign.export import onnx_export
+
+    fp32_dir, _ = onnx_fp32
+    assert _accuracy_levels(_quantized_copy(fp32_dir, tmp_path / "default", "int8") / "model.onnx") == {4}
+    monkeypatch.setattr(onnx_export, "decoder_onnx_model", lambda model: onnx.load(str(fp32_dir / "model.onnx")))
+    out = tmp_path / "int8-fp32"
+    code, stdout, err = run_cli("-q", "export", "--checkpoint", str(trained_llama_dir), "--format", "onnx",
+                                "--quant", "int8", "--int8-compute", "fp32", "--out", str(out),
+                                "--eval-count", "2", "--eval-tokens", "4")
+    assert code == 0, err
+    assert _accuracy_levels(out / "model.onnx") == {1}  # de-quantize and multiply in fp32
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["int8_compute"] == "fp32" and report["parity_floor"]["passed"]
+    fp32_compute = compare(reference, load_policy(out), name="int8 fp32 compute")
+    assert fp32_compute.teacher_forced_agreement >= 0.98 and 0 < fp32_compute.mean_kl < 1e-3, fp32_compute
+
+
 def test_int4_is_small_and_agrees(onnx_fp32, reference, tmp_path):
     fp32_dir, _ = onnx_fp32
     int4_dir = _quantized_copy(fp32_dir, tmp_path / "int4", "int4")

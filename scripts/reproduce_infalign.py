@@ -48,7 +48,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,41 +131,44 @@ def is_current(run_dir: Path, config_yaml: str, newer_than: float = 0.0) -> bool
             and done.stat().st_mtime >= newer_than)
 
 
-REUSED: list[Path] = []  # runs and evaluations this invocation found finished and did not redo
-JOBS = 1  # --jobs: runs at a time (each in its own process, the cores split between them)
+@dataclass
+class Runner:
+    """How this invocation runs ``mmalign``: ``jobs`` runs at a time (each in its own process, the
+    cores split between them), and the runs and evaluations it found finished and did not redo."""
 
+    jobs: int = 1
+    reused: list[Path] = field(default_factory=list)
 
-def run_cli(*argv: str) -> None:
-    """``mmalign *argv``: in this process for one job at a time, else in a subprocess whose torch
-    gets its share of the cores (two 1-thread runs on 2 cores finish sooner than one after the other)."""
-    if JOBS == 1:
-        mmalign(*argv)
-        return
-    threads = str(max(1, (os.cpu_count() or 1) // JOBS))
-    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    print(f"\n$ mmalign {' '.join(argv)}", flush=True)
-    code = subprocess.run([sys.executable, "-m", "mmalign", *argv], env=env, check=False).returncode
-    if code:
-        raise SystemExit(code)
+    def cli(self, *argv: str) -> None:
+        """``mmalign *argv``: in this process for one job at a time, else in a subprocess whose torch
+        gets its share of the cores (two 1-thread runs on 2 cores finish sooner than one after the other)."""
+        if self.jobs == 1:
+            mmalign(*argv)
+            return
+        threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        print(f"\n$ mmalign {' '.join(argv)}", flush=True)
+        code = subprocess.run([sys.executable, "-m", "mmalign", *argv], env=env, check=False).returncode
+        if code:
+            raise SystemExit(code)
 
-
-def run_or_reuse(run_dir: Path, config: Path, recipe: str, overrides: list[str],
-                 argv: list[str], newer_than: float = 0.0) -> None:
-    """Run ``mmalign *argv *overrides`` unless ``run_dir`` already holds the same finished run."""
-    if is_current(run_dir, expected_config(config, recipe, overrides), newer_than):
-        print(f"reusing {_rel(run_dir)}")
-        REUSED.append(run_dir)
-        return
-    if (run_dir / "DONE").exists():
-        print(f"{_rel(run_dir)}: config or reference changed since it ran: rerunning")
-    run_cli(*argv, str(config), *overrides, "--overwrite", "-q")
+    def run_or_reuse(self, run_dir: Path, config: Path, recipe: str, overrides: list[str],
+                     argv: list[str], newer_than: float = 0.0) -> None:
+        """Run ``mmalign *argv *overrides`` unless ``run_dir`` already holds the same finished run."""
+        if is_current(run_dir, expected_config(config, recipe, overrides), newer_than):
+            print(f"reusing {_rel(run_dir)}")
+            self.reused.append(run_dir)
+            return
+        if (run_dir / "DONE").exists():
+            print(f"{_rel(run_dir)}: config or reference changed since it ran: rerunning")
+        self.cli(*argv, str(config), *overrides, "--overwrite", "-q")
 
 
 def build_reference(out: Path, quick: bool) -> Path:
     """The SFT'd toy Nano every method starts from and is compared against (reused when current).
 
-    Rebuilding it deletes the study's calibration store: its fingerprint names the reference's
-    path, not its weights."""
+    Rebuilding it deletes the study's calibration store, whose samples came from the old weights
+    (the store is keyed by the reference's file digest, so it would be stale anyway)."""
     run_dir, init = out / "runs/sft-nano", out / "nano-init"
     overrides = [f"run.output_dir={out / 'runs'}", f"model.path={init}", *(QUICK_SFT if quick else [])]
     cfg = CONFIGS / "sft_nano.yaml"
@@ -196,23 +199,24 @@ def budget_lr(kl: float) -> float:
     return float(base) * math.sqrt(kl / LR_REFERENCE_KL)
 
 
-def align_one(out: Path, reference: Path, method: str, kl: float, seed: int, quick: bool) -> Path:
+def align_one(runner: Runner, out: Path, reference: Path, method: str, kl: float, seed: int, quick: bool) -> Path:
     """Align one (method, budget, seed) from the reference; returns its run directory."""
     name = run_name(method, kl, seed)
     overrides = [f"run.name={name}", f"run.output_dir={out / 'runs'}", f"run.seed={seed}", f"model.path={reference}",
                  f"kl.target={kl}", f"train.lr={budget_lr(kl):.6g}", f"calibration.store={calibration_store(out)}",
                  *(QUICK_ALIGN if quick else [])]
-    run_or_reuse(out / "runs" / name, CONFIGS / METHODS[method].config, "align", overrides, ["align"],
+    runner.run_or_reuse(out / "runs" / name, CONFIGS / METHODS[method].config, "align", overrides, ["align"],
                  newer_than=_done_time(reference.parent))
     return out / "runs" / name
 
 
-def evaluate_one(out: Path, reference: Path, run_dir: Path, method: str, prompt_set: str, quick: bool) -> Path:
+def evaluate_one(runner: Runner, out: Path, reference: Path, run_dir: Path, method: str, prompt_set: str,
+                 quick: bool) -> Path:
     """Evaluate one aligned run on one prompt set; returns the evaluation's run directory."""
     eval_dir = out / "eval" / prompt_set
     overrides = [f"run.name={run_dir.name}", f"run.output_dir={eval_dir}", f"policy.path={run_dir / 'final'}",
                  f"reference.path={reference}", f"label={METHODS[method].label}", *(QUICK_EVAL if quick else [])]
-    run_or_reuse(eval_dir / run_dir.name, CONFIGS / EVAL_SETS[prompt_set][0], "evaluate_winrate",
+    runner.run_or_reuse(eval_dir / run_dir.name, CONFIGS / EVAL_SETS[prompt_set][0], "evaluate_winrate",
                  overrides, ["evaluate", "winrate"], newer_than=_done_time(run_dir))
     return eval_dir / run_dir.name
 
@@ -854,14 +858,14 @@ def prepare_out(args: argparse.Namespace) -> tuple[Path, Path]:
     return out, doc
 
 
-def run_study(out: Path, args: argparse.Namespace) -> list[dict]:
+def run_study(runner: Runner, out: Path, args: argparse.Namespace) -> list[dict]:
     """Reference, then every (seed, budget, method): align, evaluate on both prompt sets, collect."""
     reference = build_reference(out, args.quick)
 
     def one(seed: int, kl: float, method: str) -> dict:
-        run_dir = align_one(out, reference, method, kl, seed, args.quick)
+        run_dir = align_one(runner, out, reference, method, kl, seed, args.quick)
         for s in EVAL_SETS:
-            evaluate_one(out, reference, run_dir, method, s, args.quick)
+            evaluate_one(runner, out, reference, run_dir, method, s, args.quick)
         p = run_point(out, method, kl, seed)
         e = p["evals"]["train"]
         print(f"  {p['label']:>18} KL target {kl:g} seed {seed}: KL {e['kl']:.3f} ± {e['kl_se']:.3f}  "
@@ -869,10 +873,10 @@ def run_study(out: Path, args: argparse.Namespace) -> list[dict]:
         return p
 
     todo = [(seed, kl, method) for seed in args.seed_list for kl in args.budget_list for method in args.method_list]
-    if JOBS == 1:  # in this process, on its main thread (the CLI installs signal handlers)
+    if runner.jobs == 1:  # in this process, on its main thread (the CLI installs signal handlers)
         return [one(*job) for job in todo]
     first = one(*todo[0])  # alone: it fills the study's calibration store, which the others then read
-    with ThreadPoolExecutor(max_workers=JOBS) as pool:  # results in the order above, whatever finishes first
+    with ThreadPoolExecutor(max_workers=runner.jobs) as pool:  # results in the order above, whatever finishes first
         return [first, *pool.map(lambda job: one(*job), todo[1:])]
 
 
@@ -887,14 +891,13 @@ def summarise(points: list[dict], budgets: list[float], reps: int) -> tuple[list
 
 
 def main(argv: list[str] | None = None) -> int:
-    global JOBS
     args = parse_args(argv)
-    JOBS = args.jobs
+    runner = Runner(jobs=args.jobs)
     os.chdir(REPO)
     out, doc = prepare_out(args)
     check_eval_configs()
     started = time.time()
-    points = run_study(out, args)
+    points = run_study(runner, out, args)
     reps = int(snapshot(out / "eval" / "train" / points[0]["run"])["bootstrap_reps"])
     aggs, comps, vs = summarise(points, args.budget_list, reps)
     fig_dir = doc.parent / doc.stem
@@ -904,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "command": command_line(args), "date": _dt.date.today().isoformat(),
         "machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "quick": args.quick,
-        "wall_min": (time.time() - started) / 60, "jobs": JOBS, "reused": len(REUSED), "compute_min": compute_s / 60, "runs": len(points),
+        "wall_min": (time.time() - started) / 60, "jobs": runner.jobs, "reused": len(runner.reused), "compute_min": compute_s / 60, "runs": len(points),
         "budgets": args.budget_list, "seeds": args.seed_list, "methods": args.method_list,
         "settings": settings(out, points), "results_json": fig_dir / "results.json",
     }

@@ -87,6 +87,10 @@ def main() -> None:
     set_quiet(True)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="edge-bon-"))
     ckpt = Path(args.checkpoint) if args.checkpoint else work / "nano"
+    if args.checkpoint and not (ckpt / "config.json").is_file():
+        print(f"edge_bon.py: {ckpt}: no config.json (--checkpoint takes a Hugging Face model directory)",
+              file=sys.stderr)
+        raise SystemExit(2)
     if not (ckpt / "config.json").is_file():
         build_nano(ckpt)
     export = work / f"onnx-{args.quant}"

@@ -1,8 +1,6 @@
 """The bundled text task: its gold reward, its data, and why calibration changes rankings."""
 
 import filecmp
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,14 +11,11 @@ from mmalign.data.tasks import BUNDLED_DIR, TEXT_SETS
 from mmalign.errors import DataError
 from mmalign.rewards import build_reward
 from mmalign.rewards.bundled import CATEGORY_RANGES, gold_reward, parse_prompt
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts.loading import load_script
 
 
 def test_generator_reproduces_the_committed_files(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_bundled_task", ROOT / "scripts/make_bundled_task.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("make_bundled_task")
     module.main(["--out", str(tmp_path)], _log=lambda _: None)
     for name in TEXT_SETS:
         assert filecmp.cmp(tmp_path / f"{name}.jsonl", BUNDLED_DIR / "text" / f"{name}.jsonl", shallow=False), name

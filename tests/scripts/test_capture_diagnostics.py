@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +11,12 @@ import torch
 from safetensors.torch import save_file
 
 from mmalign.align.procedures import Procedure
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "capture_diagnostics.py"
+from tests.scripts.loading import load_script
 
 
 @pytest.fixture(scope="module")
 def diagnostics():
-    spec = importlib.util.spec_from_file_location("capture_diagnostics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("capture_diagnostics")
 
 
 def _enumerated_win_rate(values: np.ndarray, p: np.ndarray, procedure: Procedure) -> float:

@@ -206,7 +206,7 @@ def align_one(runner: Runner, out: Path, reference: Path, method: str, kl: float
                  f"kl.target={kl}", f"train.lr={budget_lr(kl):.6g}", f"calibration.store={calibration_store(out)}",
                  *(QUICK_ALIGN if quick else [])]
     runner.run_or_reuse(out / "runs" / name, CONFIGS / METHODS[method].config, "align", overrides, ["align"],
-                 newer_than=_done_time(reference.parent))
+                        newer_than=_done_time(reference.parent))
     return out / "runs" / name
 
 
@@ -217,7 +217,7 @@ def evaluate_one(runner: Runner, out: Path, reference: Path, run_dir: Path, meth
     overrides = [f"run.name={run_dir.name}", f"run.output_dir={eval_dir}", f"policy.path={run_dir / 'final'}",
                  f"reference.path={reference}", f"label={METHODS[method].label}", *(QUICK_EVAL if quick else [])]
     runner.run_or_reuse(eval_dir / run_dir.name, CONFIGS / EVAL_SETS[prompt_set][0], "evaluate_winrate",
-                 overrides, ["evaluate", "winrate"], newer_than=_done_time(run_dir))
+                        overrides, ["evaluate", "winrate"], newer_than=_done_time(run_dir))
     return eval_dir / run_dir.name
 
 

@@ -33,7 +33,7 @@ from mmalign.align.scores import score
 from mmalign.config.loader import load_config
 from mmalign.config.schemas.align import AlignConfig
 from mmalign.recipes import align
-from mmalign.training import batches
+from mmalign.training import accelerate_setup, batches
 from mmalign.utils.seed import seed_everything
 
 
@@ -63,13 +63,14 @@ def main() -> None:
 
     cfg = load_config(args.config, AlignConfig, [*args.overrides, f"run.output_dir={args.out}", "run.name=probe"])
     seed_everything(cfg.run.seed)
-    task = align.build_task(cfg, torch.device(cfg.run.device))
+    accelerator = align.make_accelerator(cfg)
+    task = align.build_task(cfg, accelerate_setup.run_device(accelerator))
     policy, reference = task.policy, task.policy.reference()
     phi, beta = align.choose_transform(cfg)
     if phi is None or beta is None:
         raise SystemExit("tilt_regression.py: needs a calibrated transform and a beta (kl.beta or kl.target)")
     store = Path(cfg.calibration.store) if cfg.calibration.store else args.out / "calibration.safetensors"
-    ref_rewards = align.calibrate_prompts(cfg, task, reference, store, align.make_accelerator(cfg))
+    ref_rewards = align.calibrate_prompts(cfg, task, reference, store, accelerator)
     params = policy.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / args.steps)

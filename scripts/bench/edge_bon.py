@@ -82,6 +82,7 @@ def main() -> None:
 
     from mmalign.edge.manifest import MANIFEST_NAME
     from mmalign.export.api import export_checkpoint
+    from mmalign.utils.digest import weights_digest
     from mmalign.utils.progress import set_quiet
 
     set_quiet(True)
@@ -94,8 +95,12 @@ def main() -> None:
     if not (ckpt / "config.json").is_file():
         build_nano(ckpt)
     export = work / f"onnx-{args.quant}"
-    if not (export / MANIFEST_NAME).is_file():
+    stamp = work / f"onnx-{args.quant}.source"  # the digest of the checkpoint the export was made from
+    digest = weights_digest(ckpt)
+    fresh = (export / MANIFEST_NAME).is_file() and stamp.is_file() and stamp.read_text() == digest
+    if not fresh:  # a --workdir reused with another --checkpoint must not time the old model's export
         export_checkpoint(ckpt, "onnx", args.quant, export, overwrite=True, verify=False)
+        stamp.write_text(digest)
     prompts = PROMPTS[: args.prompts]
     runners = samplers(ckpt, export, args.n, args.new_tokens, args.threads)
     speed = interleaved_tokens_per_s(runners, prompts, args.n * args.new_tokens, args.rounds)

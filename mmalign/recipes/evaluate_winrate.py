@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mmalign.align.procedures import Procedure
-from mmalign.config.schemas.winrate import WinrateConfig
+from mmalign.config.schemas.winrate import EvalSamplingConfig, WinrateConfig
 from mmalign.data import load_prompts
 from mmalign.evaluation.plots import frontier_curves, plot_reward_distributions, plot_winrate_vs_kl
 from mmalign.evaluation.winrate import kl_estimate, win_rate
@@ -34,18 +34,33 @@ from mmalign.utils.progress import progress
 from mmalign.utils.rundir import RunDir
 from mmalign.utils.seed import seed_everything
 
+KEPT_DISTRIBUTIONS_BYTES = 256 * 2**20  # the most one sampling call keeps for the KL (fp32)
+
+
+def keeps_distributions(policy, s: EvalSamplingConfig, rows: int) -> bool:
+    """Whether the policy's sampler should keep its next-token distributions for the KL: they are
+    the policy's own only without warping (temperature 1, no top-p / top-k), and they are kept only
+    while ``rows × max_new_tokens × vocabulary`` fits :data:`KEPT_DISTRIBUTIONS_BYTES` (a 49k
+    vocabulary would need gigabytes; the KL then recomputes them in chunks)."""
+    vocab = getattr(policy, "vocab_size", None)
+    plain = s.temperature == 1.0 and s.top_p >= 1.0 and s.top_k == 0
+    return plain and vocab is not None and rows * s.max_new_tokens * vocab * 4 <= KEPT_DISTRIBUTIONS_BYTES
+
 
 def sequence_kls(policy, reference, samples, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Two per-sample estimates of the sequence KL on the policy's own samples, from one forward
     of each model: the log-ratio :math:`\log\pi(y) - \log\pi_{ref}(y)`, and the exact per-token
     KL summed over the visited states (:func:`mmalign.rl.kl.token_kl`; unbiased, less noisy).
     The second is None when the two models' vocabularies differ (the log-ratio then comes from
-    ``score``)."""
+    ``score``). The policy's distributions come from ``samples.distributions`` when its sampler
+    kept them (:func:`keeps_distributions`), which saves the policy's forward pass."""
     rows = samples.response_ids.shape[0]
+    kept = samples.distributions
     ratios, exact = [], []
     for i in range(0, rows, chunk):
         sub = select_rows(samples, torch.arange(i, min(i + chunk, rows)))
-        log_p, log_ref = log_distributions(policy, sub), log_distributions(reference, sub)
+        log_p = kept[i:i + chunk].float() if kept is not None else log_distributions(policy, sub)
+        log_ref = log_distributions(reference, sub)
         if log_p.shape != log_ref.shape:
             mask = samples.response_mask.to(torch.float32)
             return ((policy.score(samples) - reference.score(samples)) * mask).sum(-1), None
@@ -67,7 +82,8 @@ def _draw(policy, reference, prompts, cfg: WinrateConfig, generators: tuple[torc
               top_p=s.top_p, top_k=s.top_k)
     with torch.no_grad():
         ref = reference.sample(prompts, generator=generators[1], **kw)
-        pol = policy.sample(prompts, generator=generators[0], **kw)
+        keep = keeps_distributions(policy, s, len(prompts) * cfg.samples_per_prompt)
+        pol = policy.sample(prompts, generator=generators[0], keep_distributions=keep, **kw)
         logratio, exact = sequence_kls(policy, reference, pol)
     return pol, ref, logratio.cpu().numpy(), None if exact is None else exact.cpu().numpy()
 

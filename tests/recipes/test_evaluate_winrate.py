@@ -118,3 +118,39 @@ def test_kl_is_the_exact_per_token_kl_and_agrees_with_the_log_ratio(tmp_path, ti
     assert len(per_prompt) == 8 and min(per_prompt) >= 0.0
     assert abs(sum(per_prompt) / len(per_prompt) - r["kl"]) < 1e-6
     assert "exact per-token KL" in (tmp_path / "runs/wr/report.md").read_text()
+
+
+def test_kept_sampler_distributions_give_the_recomputed_kl(tiny_llama_dir):
+    """The KL from the distributions the policy's sampler kept equals the KL from recomputing them
+    per sample (it would not if the kept steps were misaligned with the response tokens), and
+    warped sampling or a budget too small for them falls back to recomputing."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mmalign.config.schemas.winrate import EvalSamplingConfig
+    from mmalign.models.policy import Prompt
+    from mmalign.models.text import TextPolicy
+    from mmalign.recipes import evaluate_winrate as ew
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    reference = TextPolicy(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tok).freeze()
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head.add_(2.0 * head.std() * torch.randn_like(head))
+    policy = TextPolicy(model, tok).freeze()
+    prompts = [Prompt(text="the cat"), Prompt(text="a dog runs")]
+    kept = policy.sample(prompts, 6, max_new_tokens=8, generator=torch.Generator().manual_seed(1),
+                         keep_distributions=True)
+    assert kept.distributions is not None
+    ratio_kept, exact_kept = ew.sequence_kls(policy, reference, kept, chunk=5)
+    kept.distributions = None
+    ratio, exact = ew.sequence_kls(policy, reference, kept, chunk=5)
+    assert exact.min() > 0 and exact.max() > 0.1
+    assert torch.allclose(exact_kept, exact, atol=1e-4) and torch.allclose(ratio_kept, ratio, atol=1e-4)
+
+    sampling = EvalSamplingConfig(max_new_tokens=8)
+    assert ew.keeps_distributions(policy, sampling, rows=64)
+    assert not ew.keeps_distributions(policy, sampling, rows=ew.KEPT_DISTRIBUTIONS_BYTES // (8 * policy.vocab_size))
+    assert not ew.keeps_distributions(policy, EvalSamplingConfig(max_new_tokens=8, top_k=5), rows=64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -158,6 +159,64 @@ def test_two_processes_keep_parameters_in_sync(tmp_path, tiny_llama_dir):
         assert a == b, r
     first, last = rows[0]["param_checksums"][0], rows[-1]["param_checksums"][0]
     assert first != last
+
+
+def _launch_two(cfg: Path, *args: str, popen: bool = False):
+    """``mmalign align CFG ARGS`` under ``accelerate launch`` with two CPU processes (gloo)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "mmalign", "align", str(cfg), *args, "-q"]
+    if popen:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it (torch's launcher starts the ranks as its
+    children; killing the launcher alone would leave them running), and wait until all are gone."""
+    import psutil  # an accelerate dependency
+
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=30)
+
+
+@pytest.mark.slow
+def test_two_process_run_killed_and_resumed_through_the_cli_matches_an_uninterrupted_one(tmp_path, tiny_llama_dir):
+    """SIGKILL to the whole launch (both ranks and the launcher) after the step-4 checkpoint;
+    ``--resume`` under a new launch ends with the weights of a two-process run never stopped."""
+    fn = tmp_path / "length.py"
+    fn.write_text("def reward(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
+    extra = f"reward: {{kind: python, function: '{fn}:reward'}}\ntrain: {{steps: 8, lr: 1.0e-3, epochs: 2, minibatches: 2}}"
+    cfg = _config(tmp_path, tiny_llama_dir, "ddp-resumed", extra)
+    proc = _launch_two(cfg, popen=True)
+    ckdir = tmp_path / "runs" / "ddp-resumed" / "checkpoints"
+    deadline = time.time() + 600
+    try:
+        while not (ckdir / "step-00000004" / ckpt.MANIFEST).exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.time() < deadline, "the launch made no checkpoint at step 4 in time"
+            time.sleep(0.05)
+        _kill_tree(proc.pid)  # as a preemption would: the launcher and both ranks at once
+    finally:
+        proc.wait()
+    assert not (tmp_path / "runs" / "ddp-resumed" / "DONE").exists()
+    res = _launch_two(cfg, "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [r["step"] for r in _metrics(tmp_path, "ddp-resumed")] == list(range(1, 9))
+
+    res = _launch_two(_config(tmp_path, tiny_llama_dir, "ddp-straight", extra))
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = _final(tmp_path, "ddp-resumed"), _final(tmp_path, "ddp-straight")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert any(not torch.equal(a[k], load_file(str(tiny_llama_dir / "model.safetensors"))[k]) for k in a)
 
 
 def test_bond_without_beta_starts_at_the_tilt_whose_kl_is_the_target():

@@ -140,27 +140,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_keep_parameters_in_sync(tmp_path, tiny_llama_dir):
-    fn = tmp_path / "length.py"
-    fn.write_text("def reward(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
-    cfg = _config(tmp_path, tiny_llama_dir, "ddp", f"reward: {{kind: python, function: '{fn}:reward'}}\n"
-                  "train: {steps: 3, lr: 1.0e-2, check_sync: true}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           "-m", "mmalign", "align", str(cfg), "-q"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    rows = _metrics(tmp_path, "ddp")
-    assert [r["step"] for r in rows] == [1, 2, 3]  # one set of metrics, from the main process
-    for r in rows:
-        a, b = r["param_checksums"]
-        assert a == b, r
-    first, last = rows[0]["param_checksums"][0], rows[-1]["param_checksums"][0]
-    assert first != last
-
-
 def _launch_two(cfg: Path, *args: str, popen: bool = False):
     """``mmalign align CFG ARGS`` under ``accelerate launch`` with two CPU processes (gloo)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -184,6 +163,22 @@ def _kill_tree(pid: int) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.send_signal(signal.SIGKILL)
     psutil.wait_procs(procs, timeout=30)
+
+
+def test_two_processes_keep_parameters_in_sync(tmp_path, tiny_llama_dir):
+    fn = tmp_path / "length.py"
+    fn.write_text("def reward(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
+    cfg = _config(tmp_path, tiny_llama_dir, "ddp", f"reward: {{kind: python, function: '{fn}:reward'}}\n"
+                  "train: {steps: 3, lr: 1.0e-2, check_sync: true}")
+    res = _launch_two(cfg)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = _metrics(tmp_path, "ddp")
+    assert [r["step"] for r in rows] == [1, 2, 3]  # one set of metrics, from the main process
+    for r in rows:
+        a, b = r["param_checksums"]
+        assert a == b, r
+    first, last = rows[0]["param_checksums"][0], rows[-1]["param_checksums"][0]
+    assert first != last
 
 
 @pytest.mark.slow
